@@ -1,0 +1,100 @@
+"""Recover a pruned model's accuracy: brief fine-tuning with distillation from the original.
+
+The loss is `(1 - alpha) * hard_loss(student, targets) + alpha * T^2 * KL(teacher_T || student_T)`
+(Hinton et al., 2015): the T^2 factor keeps the KD gradients on the scale of the hard loss
+whatever the temperature. The teacher is the unpruned model, frozen in eval mode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import to_device
+from .errors import TrialFailure
+from .grouping import run_model
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor in a model's output: itself, `.logits` (HuggingFace) or the first item."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Weight of the KD term (`alpha`, 0 = plain fine-tuning) and the softmax temperature."""
+
+    alpha: float = 0.5
+    temperature: float = 4.0
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    student = F.log_softmax(student_logits / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature ** 2
+
+
+def cycle_batches(loader: Iterable, steps: int):
+    """`steps` batches from `loader`, starting it again as often as needed."""
+    produced = 0
+    while produced < steps:
+        empty = True
+        for batch in itertools.islice(loader, steps - produced):
+            empty = False
+            produced += 1
+            yield batch
+        if empty:
+            return
+
+
+def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int, lr: float,
+             distillation: Distillation, device: str | torch.device,
+             loss_fn: Callable = F.cross_entropy, weight_decay: float = 5e-4) -> float:
+    """Train `student` for `steps` batches of `train` with SGD and a cosine schedule.
+
+    Returns the mean loss of the last steps. A non-finite loss raises `TrialFailure` at once:
+    the weights are already ruined, and the trial records the step.
+    """
+    student.to(device).train()
+    teacher.to(device).eval()
+    if steps <= 0:
+        return float("nan")
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                                weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    recent: list[float] = []
+    for step, (inputs, targets) in enumerate(cycle_batches(train, steps)):
+        inputs, targets = to_device(inputs, device), to_device(targets, device)
+        logits = logits_of(run_model(student, inputs))
+        loss = loss_fn(logits, targets) if distillation.alpha < 1 else logits.new_zeros(())
+        if distillation.alpha > 0:
+            with torch.no_grad():
+                teacher_logits = logits_of(run_model(teacher, inputs))
+            kd = distillation_loss(logits, teacher_logits, distillation.temperature)
+            loss = (1 - distillation.alpha) * loss + distillation.alpha * kd
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrialFailure(f"fine-tuning loss became {value} at step {step + 1} of {steps} "
+                               f"(lr={lr:.3g}); this configuration diverged")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        recent = (recent + [value])[-10:]
+    student.eval()
+    return sum(recent) / max(1, len(recent))

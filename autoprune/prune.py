@@ -1,0 +1,102 @@
+"""Apply one trial's configuration: structurally prune a copy of the model.
+
+Torch-Pruning does the work (dependency graph, coupled layers, importance ranking); this
+module maps search dimensions to its per-layer ratios and keeps the pruning history, the
+plain-data record (layer names and channel indices) from which the architecture is rebuilt.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from .criteria import get_criterion
+from .data import to_device
+from .grouping import PruningDimension, run_model
+
+PruningHistory = list  # [[layer name, is_out_channel_pruning, [channel indices]], ...]
+
+
+@dataclass
+class PrunedModel:
+    """A pruned copy of the model and the history that rebuilds its architecture."""
+
+    model: nn.Module
+    history: PruningHistory
+
+
+def _module_ratios(model: nn.Module, dimensions: list[PruningDimension],
+                   sparsity: dict[str, float]) -> dict[nn.Module, float]:
+    modules = dict(model.named_modules())
+    ratios = {}
+    for dim in dimensions:
+        ratio = float(sparsity.get(dim.name, 0.0))
+        for layer in dim.layers:
+            ratios[modules[layer]] = ratio
+    return ratios
+
+
+def _accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable,
+                          output_to_logits: Callable, device) -> None:
+    """Backward passes for gradient-based criteria; BatchNorm statistics stay untouched."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for inputs, targets in batches:
+        inputs, targets = to_device(inputs, device), to_device(targets, device)
+        loss = loss_fn(output_to_logits(run_model(model, inputs)), targets)
+        loss.backward()
+
+
+def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDimension],
+               sparsity: dict[str, float], criterion: str, ignored_names: Iterable[str] = (),
+               round_to: int | None = None, gradient_batches: Iterable = (),
+               loss_fn: Callable | None = None, output_to_logits: Callable = lambda out: out,
+               device: str | torch.device = "cpu") -> PrunedModel:
+    """A structurally pruned deep copy of `model`; `model` itself is never modified.
+
+    `sparsity` maps dimension names to the fraction of channels removed. `gradient_batches`
+    (inputs, targets) are used only by criteria that need gradients (Taylor).
+    """
+    pruned = copy.deepcopy(model).to(device)
+    spec = get_criterion(criterion)
+    if spec.needs_gradients:
+        _accumulate_gradients(pruned, gradient_batches, loss_fn or nn.functional.cross_entropy,
+                              output_to_logits, device)
+    modules = dict(pruned.named_modules())
+    pruner = tp.pruner.MetaPruner(
+        pruned,
+        example_inputs=to_device(example_inputs, device),
+        importance=spec.make_importance(),
+        pruning_ratio=0.0,
+        pruning_ratio_dict=_module_ratios(pruned, dimensions, sparsity),
+        ignored_layers=[modules[name] for name in ignored_names],
+        round_to=round_to,
+    )
+    pruner.step()
+    pruned.zero_grad(set_to_none=True)
+    history = [[name, bool(is_out), [int(i) for i in indices]]
+               for name, is_out, indices in pruner.pruning_history()]
+    return PrunedModel(pruned, history)
+
+
+def replay_history(model: nn.Module, example_inputs: Any, history: PruningHistory) -> nn.Module:
+    """Prune `model` in place exactly as recorded in `history` (weights are not consulted)."""
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    graph.load_pruning_history([(name, is_out, list(indices)) for name, is_out, indices in history])
+    return model
+
+
+def kept_out_channels(model: nn.Module) -> dict[str, int]:
+    """Output width of every Conv/Linear by name: what a pruned model really kept."""
+    widths = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            widths[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            widths[name] = module.out_features
+    return widths

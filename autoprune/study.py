@@ -1,0 +1,310 @@
+"""`search()`: validate everything, measure the unpruned model, run the Optuna study.
+
+Bad input fails here before any trial, with a specific message. Inside the study, a trial
+that raises is recorded as failed with its reason (`failure` user attribute) and the study
+goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import optuna
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from optuna.trial import TrialState
+
+from .budget import Budget, format_duration, parse_budget
+from .config import config_from_params, uniform_params
+from .constraints import parse_constraints
+from .data import batch_size_of, first_batch, to_device
+from .errors import InvalidInputError
+from .evaluate import evaluate, top1_accuracy
+from .finetune import Distillation, finetune, logits_of
+from .grouping import check_prunable, ignored_modules, plan_dimensions, run_model
+from .measure import Measurement, interleaved_latency_ms, measure
+from .prune import prune_copy
+from .result import SearchResult, candidate_from_trial, front_trials
+from .space import SearchSpace, model_identifiers, resolve_search_space
+from .trial import TrialContext, run_trial
+
+DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, memory_mb
+TARGET_TRIALS = 25  # a time budget is split so that about this many trials fit
+MAX_FINETUNE_EPOCHS = 3
+GRADIENT_BATCHES = 2  # batches of gradients for the Taylor criterion
+LATENCY_MIN_RUN_TIME = 0.3  # seconds of timed runs per latency measurement in a trial
+FINAL_ROUNDS = 5  # interleaved rounds when the front is re-measured at the end
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidInputError(f"unknown device {device!r}: use 'cpu' or 'cuda'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device='cuda' was asked for, but PyTorch sees no CUDA GPU; "
+                                "use device='cpu'")
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidInputError(f"device {device!r} is not supported yet: use 'cpu' or 'cuda'")
+    return device
+
+
+def _check_model_runs(model: nn.Module, example_inputs: Any, targets: Any, metric: Callable,
+                      loss_fn: Callable) -> None:
+    try:
+        with torch.no_grad():
+            output = run_model(model, example_inputs)
+    except Exception as err:
+        raise InvalidInputError(
+            f"the model's forward pass fails on the first validation batch "
+            f"({type(err).__name__}: {err}); check that `val` yields inputs the model accepts"
+        ) from err
+    try:
+        logits = logits_of(output)
+    except TypeError as err:
+        raise InvalidInputError(f"{err}; the model must return logits, a tuple starting with "
+                                "them, or an object with `.logits`") from err
+    for name, function in (("metric", metric), ("loss", loss_fn)):
+        try:
+            value = float(function(logits, targets))
+        except Exception as err:
+            raise InvalidInputError(f"the {name} fails on the model's output for the first "
+                                    f"validation batch ({type(err).__name__}: {err})") from err
+        if name == "metric" and value != value:
+            raise InvalidInputError("the metric returned NaN on the first validation batch")
+
+
+def _default_study_name(model: nn.Module) -> str:
+    return f"{model_identifiers(model)[0]}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _epoch_steps(train: Iterable) -> int:
+    try:
+        return max(1, len(train))  # type: ignore[arg-type]
+    except TypeError:
+        return 50
+
+
+def _training_step_seconds(student: nn.Module, teacher: nn.Module, train: Iterable,
+                           device: torch.device, loss_fn: Callable) -> float:
+    """Seconds per KD fine-tuning step of `student` (a copy; its weights are thrown away)."""
+    student = copy.deepcopy(student)
+    finetune(student, teacher, train, 1, 1e-4, Distillation(), device, loss_fn)  # warm-up
+    start = time.perf_counter()
+    finetune(student, teacher, train, 3, 1e-4, Distillation(), device, loss_fn)
+    return (time.perf_counter() - start) / 3
+
+
+def choose_finetune_steps(budget: Budget, train: Iterable, typical_student: nn.Module,
+                          teacher: nn.Module, device: torch.device, loss_fn: Callable,
+                          log: Callable) -> int:
+    """Fine-tuning steps per trial: one epoch for a trial budget; else what fits the time.
+
+    A time budget is split into TARGET_TRIALS trials, 70 % of each spent fine-tuning, at the
+    step time of `typical_student` (the model pruned uniformly at the middle reference
+    ratio), between 10 steps and 3 epochs.
+    """
+    epoch = _epoch_steps(train)
+    if budget.seconds is None:
+        return epoch
+    step = _training_step_seconds(typical_student, teacher, train, device, loss_fn)
+    steps = int(0.7 * budget.seconds / TARGET_TRIALS / step)
+    chosen = max(10, min(MAX_FINETUNE_EPOCHS * epoch, steps))
+    log(f"fine-tuning: {chosen} steps per trial ({chosen / epoch:.2f} epochs; a step of a "
+        f"typical pruned model takes {step * 1e3:.0f} ms)")
+    return chosen
+
+
+class _Progress:
+    """One line per finished trial; stops the study when the next trial would overrun."""
+
+    def __init__(self, budget: Budget, baseline_latency: float, log: Callable):
+        self.budget, self.baseline_latency, self.log = budget, baseline_latency, log
+        self.start = time.monotonic()
+        self.durations: list[float] = []
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.datetime_start and trial.datetime_complete:
+            self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+        elapsed = time.monotonic() - self.start
+        finished = [t for t in study.get_trials(deepcopy=False)
+                    if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+        front = [candidate_from_trial(t, self.baseline_latency) for t in front_trials(study)]
+        if trial.state == TrialState.COMPLETE:
+            figures = trial.user_attrs["measurement"]
+            note = trial.user_attrs.get("skipped_finetune")
+            what = (f"acc {trial.values[0]:6.2%}" if not note else "not fine-tuned") + \
+                f" | {figures['latency_ms']:6.2f} ms ({trial.user_attrs['speedup']:.2f}x)" \
+                f" | {figures['memory_mb']:5.1f} MiB | {trial.user_attrs['config']['criterion']}"
+            if note:
+                what += f" | {note}"
+        else:
+            what = f"FAILED: {trial.user_attrs.get('failure', trial.state.name)}"
+        left = ""
+        if self.budget.seconds is not None:
+            left = f", {format_duration(self.budget.seconds - elapsed)} left"
+        best = max((c for c in front if c.speedup >= 1.5), key=lambda c: c.accuracy, default=None)
+        best_text = f", best at >=1.5x: {best.accuracy:.2%} at {best.speedup:.2f}x" if best else ""
+        self.log(f"[trial {trial.number:>3}] {what}   ({len(finished)} done{left}, "
+                 f"front {len(front)}{best_text})")
+        if self.budget.seconds is not None and self.durations:
+            typical = statistics.median(self.durations)
+            if elapsed + typical > self.budget.seconds:
+                study.stop()
+
+
+def search(
+    model: nn.Module,
+    budget: str | int | float | None = None,
+    *,
+    trials: int | None = None,
+    train: Iterable,
+    val: Iterable,
+    constraints: dict[str, float] | None = None,
+    device: str | torch.device = "cpu",
+    metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    search_space: str | Path | SearchSpace | None = None,
+    ignored_layers: Iterable[str] = (),
+    storage: str | None = None,
+    study_name: str | None = None,
+    output_dir: str | Path = "reports",
+    finetune_steps: int | None = None,
+    threads: int | None = None,
+    seed: int | None = 0,
+    write_report: bool = True,
+    verbose: bool = True,
+) -> SearchResult:
+    """Search for pruned versions of `model` trading accuracy against latency and memory.
+
+    `budget` is wall-clock time ("90s", "20m", "8h" or seconds) and/or `trials` a trial
+    count. `train` and `val` are iterables of (inputs, targets). Returns a `SearchResult`
+    whose `pareto` lists the non-dominated models sorted by latency.
+    """
+    log = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
+    if not isinstance(model, nn.Module):
+        raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    parsed_budget = parse_budget(budget, trials)
+    parsed_constraints = parse_constraints(constraints)
+    device = _resolve_device(device)
+    if finetune_steps is not None and (not isinstance(finetune_steps, int) or finetune_steps < 0):
+        raise InvalidInputError(f"finetune_steps must be a non-negative integer, got {finetune_steps!r}")
+    threads = threads or torch.get_num_threads()
+    metric = metric or top1_accuracy
+    loss_fn = loss or F.cross_entropy
+    if isinstance(ignored_layers, str):
+        ignored_layers = [ignored_layers]
+    space = resolve_search_space(model, search_space)
+
+    example_inputs, example_targets = first_batch(val, "val")
+    first_batch(train, "train")
+    model = model.to(device).eval()
+    example_inputs = to_device(example_inputs, device)
+    _check_model_runs(model, example_inputs, to_device(example_targets, device), metric, loss_fn)
+
+    ignored = ignored_modules(model, example_inputs, [*space.ignored_layers, *ignored_layers])
+    names = {module: name for name, module in model.named_modules()}
+    dimensions = plan_dimensions(model, example_inputs, space.stage_pattern,
+                                 space.max_dimensions, ignored)
+    check_prunable(dimensions, type(model).__name__)
+
+    study_name = study_name or _default_study_name(model)
+    run_dir = Path(output_dir) / study_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{run_dir / 'study.db'}"
+    log(f"autoprune: study {study_name!r} in {storage}; checkpoints and report in {run_dir}/")
+    log(f"search space {space.family!r} ({space.source}): {len(dimensions)} sparsity dimensions, "
+        f"criteria {', '.join(space.criteria)}; budget {parsed_budget.describe()}")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed,
+                                         n_startup_trials=max(10, len(space.uniform_ratios) + 5))
+    study = optuna.create_study(study_name=study_name, storage=storage, directions=DIRECTIONS,
+                                sampler=sampler, load_if_exists=True)
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    baseline = study.user_attrs.get("baseline")
+    if baseline is None:
+        log("measuring the unpruned model ...")
+        accuracy = evaluate(model, val, device, metric)
+        figures = measure(model, example_inputs, device, threads, LATENCY_MIN_RUN_TIME)
+        baseline = {"accuracy": accuracy, **figures.to_dict()}
+        study.set_user_attr("baseline", baseline)
+        study.set_user_attr("settings", {
+            "model": model_identifiers(model)[0], "space": space.fingerprint(),
+            "dimensions": [d.to_dict() for d in dimensions], "device": str(device),
+            "threads": threads, "batch_size": batch_size_of(example_inputs),
+            "constraints": parsed_constraints, "budget": parsed_budget.describe(),
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "versions": {"torch": torch.__version__, "optuna": optuna.__version__}})
+    log(f"unpruned: accuracy {baseline['accuracy']:.2%}, latency {baseline['latency_ms']:.2f} ms "
+        f"at batch {batch_size_of(example_inputs)}, memory {baseline['memory_mb']:.1f} MiB, "
+        f"{baseline['params'] / 1e6:.2f} M params, {baseline['macs'] / 1e6:.1f} M MACs")
+
+    gradient_batches = [to_device(b, device) for b in itertools.islice(train, GRADIENT_BATCHES)]
+    ignored_names = [names[m] for m in ignored if m in names]
+    if finetune_steps is not None:
+        steps = finetune_steps
+    else:
+        middle = sorted(space.uniform_ratios or [0.5])[len(space.uniform_ratios) // 2]
+        typical = prune_copy(model, example_inputs, dimensions,
+                             config_from_params(uniform_params(space, dimensions, middle),
+                                                dimensions, space).sparsity,
+                             "l2", ignored_names, space.round_to, device=device).model
+        steps = choose_finetune_steps(parsed_budget, train, typical, model, device, loss_fn, log)
+    if not study.trials:
+        for ratio in space.uniform_ratios:
+            study.enqueue_trial(uniform_params(space, dimensions, ratio),
+                                user_attrs={"reference": f"uniform {ratio:g}"})
+
+    context = TrialContext(
+        base_model=model, example_inputs=example_inputs, dimensions=dimensions,
+        ignored_names=ignored_names, space=space, train=train,
+        val=val, device=device, threads=threads, finetune_steps=steps,
+        constraints=parsed_constraints, baseline_accuracy=baseline["accuracy"],
+        baseline=Measurement(**{k: v for k, v in baseline.items() if k != "accuracy"}),
+        checkpoint_dir=run_dir / "trials", metric=metric, loss_fn=loss_fn,
+        gradient_batches=gradient_batches, latency_run_time=LATENCY_MIN_RUN_TIME)
+
+    def objective(trial: optuna.Trial):
+        try:
+            return run_trial(trial, context)
+        except Exception as err:  # one trial's failure must not end the study
+            trial.set_user_attr("failure", f"{type(err).__name__}: {err}"[:2000])
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise
+
+    done = len([t for t in study.trials if t.state == TrialState.COMPLETE])
+    n_trials = None if parsed_budget.trials is None else max(0, parsed_budget.trials - done)
+    progress = _Progress(parsed_budget, baseline["latency_ms"], log)
+    if n_trials != 0:
+        study.optimize(objective, n_trials=n_trials, timeout=parsed_budget.seconds,
+                       catch=(Exception,), callbacks=[progress], gc_after_trial=False)
+
+    result = SearchResult(study, model, context.checkpoint_dir)
+    if result.pareto:
+        log(f"re-measuring the {len(result.pareto)} front members interleaved with the unpruned model ...")
+        front = {str(c.trial): result.load(c.trial) for c in result.pareto}
+        final = interleaved_latency_ms({"baseline": model, **front}, example_inputs, device, threads,
+                                       rounds=FINAL_ROUNDS, min_run_time=LATENCY_MIN_RUN_TIME)
+        study.set_user_attr("final_latency_ms", final)
+        result = SearchResult(study, model, context.checkpoint_dir)
+    study.set_user_attr("finished", datetime.now().isoformat(timespec="seconds"))
+    if write_report:
+        result.report_path = result.report(run_dir / "report.html")
+        log(f"report: {result.report_path}")
+    log(f"Pareto front ({len(result.pareto)} models; unpruned: {baseline['accuracy']:.2%}, "
+        f"{study.user_attrs.get('final_latency_ms', {}).get('baseline', baseline['latency_ms']):.2f} ms):")
+    for candidate in result.pareto:
+        log(f"  {candidate}")
+    return result

@@ -1,0 +1,21 @@
+"""Slow end-to-end searches of real timm models trained on digits (run by CI, `-m slow`)."""
+
+import pytest
+
+import autoprune
+from autoprune.data import digits_loaders
+from autoprune.models import digits_model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, epochs", [("resnet18", 4), ("mobilenetv3_large_100", 6)])
+def test_search_finds_faster_models_within_a_few_points(tmp_path, name, epochs):
+    model = digits_model(name, tmp_path / "models", epochs=epochs)
+    train, val = digits_loaders(batch_size=32)
+    result = autoprune.search(model, "100s", train=train, val=val, output_dir=tmp_path,
+                              study_name=name)
+    baseline = result.study.user_attrs["baseline"]["accuracy"]
+    good = [c for c in result.pareto if c.speedup > 1.5 and c.accuracy >= baseline - 0.03]
+    assert good, f"no front member is 1.5x faster within 3 points of {baseline:.2%}: " + \
+        "; ".join(map(str, result.pareto))
+    assert result.report_path.is_file()

@@ -1,0 +1,46 @@
+import torch
+import torch.nn as nn
+
+from autoprune.measure import activation_peak_bytes, interleaved_latency_ms, measure, weight_bytes
+from tiny_models import TinyResNet
+
+
+def test_weight_bytes_count_parameters_and_buffers():
+    model = nn.Sequential(nn.Linear(10, 20), nn.BatchNorm1d(20))
+    expected = (10 * 20 + 20 + 20 + 20) * 4 + (20 + 20) * 4 + 8  # BN running stats + counter
+    assert weight_bytes(model) == expected
+
+
+def test_cpu_activation_peak_sees_tensors_alive_at_once():
+    class TwoBranches(nn.Module):
+        def forward(self, x):
+            a = x * 2          # 4 KiB
+            b = x + 1          # 4 KiB, while a is alive
+            return a + b       # 4 KiB, while a and b are alive
+
+    x = torch.zeros(1024)
+    assert activation_peak_bytes(TwoBranches(), x, torch.device("cpu")) == 3 * 4096
+
+
+def test_cpu_activation_peak_releases_freed_tensors():
+    chain = nn.Sequential(*[nn.ReLU() for _ in range(10)])  # not in place: each frees the last
+    peak = activation_peak_bytes(chain, torch.zeros(1024), torch.device("cpu"))
+    assert 4096 <= peak <= 2 * 4096
+
+
+def test_measure_reports_the_figures_users_compare():
+    model = TinyResNet().eval()
+    figures = measure(model, torch.randn(8, 3, 8, 8), "cpu", threads=1, min_run_time=0.05)
+    assert figures.latency_ms > 0
+    assert figures.params == sum(p.numel() for p in model.parameters())
+    assert figures.macs > figures.params
+    assert figures.memory_mb == figures.weights_mb + figures.activations_mb
+    assert figures.activations_mb > 0
+
+
+def test_interleaved_latency_orders_a_bigger_model_after_a_smaller_one():
+    small, big = nn.Linear(64, 64), nn.Sequential(*[nn.Linear(512, 512) for _ in range(8)])
+    x_small = torch.randn(64, 64)
+    result = interleaved_latency_ms({"small": small, "big": nn.Sequential(nn.Linear(64, 512), big)},
+                                    x_small, "cpu", threads=1, rounds=3, min_run_time=0.05)
+    assert result["small"] < result["big"]

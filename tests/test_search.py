@@ -1,0 +1,137 @@
+"""End-to-end searches of a tiny model: what a user of `autoprune.search` relies on."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from optuna.trial import TrialState
+
+import autoprune
+import autoprune.study
+import autoprune.trial
+from autoprune.errors import InvalidInputError
+from autoprune.evaluate import evaluate
+from tiny_models import TinyResNet, tiny_data
+
+
+@pytest.fixture(autouse=True)
+def quick_timing(monkeypatch):
+    monkeypatch.setattr(autoprune.study, "LATENCY_MIN_RUN_TIME", 0.02)
+    monkeypatch.setattr(autoprune.study, "FINAL_ROUNDS", 2)
+
+
+def run(tmp_path, model=None, loaders=None, **kwargs):
+    train, val = loaders or tiny_data()
+    options = dict(trials=4, finetune_steps=3, output_dir=tmp_path, study_name="s",
+                   verbose=False, write_report=False, threads=1)
+    options.update(kwargs)
+    return autoprune.search(model or TinyResNet(), train=train, val=val, **options)
+
+
+def test_search_returns_a_front_of_pruned_fine_tuned_models(tmp_path):
+    result = run(tmp_path, trials=5)
+    assert result.pareto, "a search of five trials found no feasible model"
+    latencies = [c.latency_ms for c in result.pareto]
+    assert latencies == sorted(latencies)
+    for candidate in result.pareto:
+        assert candidate.params < result.baseline["params"]
+        model = result.load(candidate)
+        # The loaded weights are the fine-tuned ones: they score exactly what the trial recorded.
+        assert evaluate(model, tiny_data()[1], "cpu") == candidate.accuracy
+
+
+def test_unpruned_model_is_measured_before_any_trial(tmp_path):
+    result = run(tmp_path)
+    baseline = result.study.user_attrs["baseline"]
+    assert baseline["params"] == sum(p.numel() for p in TinyResNet().parameters())
+    assert 0 <= baseline["accuracy"] <= 1 and baseline["latency_ms"] > 0
+
+
+def test_uniform_pruning_trials_come_first(tmp_path):
+    trials = run(tmp_path).study.trials
+    references = [t.user_attrs.get("reference") for t in trials[:3]]
+    assert references == ["uniform 0.2", "uniform 0.4", "uniform 0.6"]
+    for trial in trials[:3]:
+        ratios = {v for k, v in trial.params.items() if k.startswith("sparsity:")}
+        assert len(ratios) == 1
+
+
+def test_violated_hard_constraint_skips_fine_tuning(tmp_path, monkeypatch):
+    def no_finetune(*args, **kwargs):
+        raise AssertionError("fine-tuned a model that breaks a hard constraint")
+
+    monkeypatch.setattr(autoprune.trial, "finetune", no_finetune)
+    result = run(tmp_path, constraints={"params": 10})
+    for trial in result.study.trials:
+        assert trial.state == TrialState.COMPLETE
+        assert "params over its limit" in trial.user_attrs["skipped_finetune"]
+        assert trial.constraints["params"] > 0
+    assert result.pareto == []
+
+
+def test_satisfied_constraints_are_recorded_as_feasible(tmp_path):
+    result = run(tmp_path, constraints={"params": 1e9, "max_accuracy_drop": 1.0})
+    for trial in result.study.trials:
+        assert all(value <= 0 for value in trial.constraints.values())
+        assert set(trial.constraints) == {"params", "max_accuracy_drop"}
+
+
+def test_nan_loss_fails_that_trial_only(tmp_path):
+    calls = {"n": 0}
+
+    def sometimes_nan(logits, targets):
+        calls["n"] += 1
+        loss = F.cross_entropy(logits, targets)
+        return loss * float("nan") if calls["n"] == 2 else loss  # call 1 is the input check
+
+    result = run(tmp_path, loss=sometimes_nan)
+    states = [t.state for t in result.study.trials]
+    assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 3
+    failed = next(t for t in result.study.trials if t.state == TrialState.FAIL)
+    assert "loss became nan" in failed.user_attrs["failure"]
+
+
+def test_exception_inside_a_trial_fails_that_trial_only(tmp_path, monkeypatch):
+    real = autoprune.trial.prune_copy
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("cannot prune this layer")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(autoprune.trial, "prune_copy", flaky)
+    result = run(tmp_path)
+    failed = [t for t in result.study.trials if t.state == TrialState.FAIL]
+    assert [t.user_attrs["failure"] for t in failed] == ["RuntimeError: cannot prune this layer"]
+    assert len(result.study.trials) == 4
+
+
+def test_same_study_name_resumes_to_the_requested_total(tmp_path):
+    first = run(tmp_path, trials=3)
+    numbers = [t.number for t in first.study.trials]
+    second = run(tmp_path, trials=5)
+    assert [t.number for t in second.study.trials] == numbers + [3, 4]
+    assert second.study.user_attrs["baseline"] == first.study.user_attrs["baseline"]
+
+
+class Broken(torch.nn.Module):
+    def forward(self, x):
+        raise RuntimeError("shape mismatch in my layer")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(budget="soon", trials=None), "cannot parse budget"),
+    (dict(constraints={"latency": 3}), "unknown constraint 'latency'"),
+    (dict(constraints={"latency_ms": -1}), "must be positive"),
+    (dict(device="cuda:0" if not torch.cuda.is_available() else "tpu"), "device"),
+    (dict(model=Broken()), "forward pass fails on the first validation batch"),
+    (dict(loaders=(tiny_data()[0], [])), "`val` is empty"),
+    (dict(loaders=([], tiny_data()[1])), "`train` is empty"),
+    (dict(loaders=(tiny_data()[0], [torch.zeros(2, 3, 8, 8)])), "(inputs, targets) pairs"),
+    (dict(model="resnet18"), "must be a torch.nn.Module"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, kwargs, message):
+    with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run(tmp_path, **kwargs)
+    assert not (tmp_path / "s").exists(), "bad input must be refused before anything is written"

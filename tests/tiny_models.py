@@ -1,0 +1,52 @@
+"""Tiny models and data for fast tests: a few thousand parameters, 8x8 inputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Block(nn.Module):
+    """A ResNet basic block: two 3x3 convolutions and an identity skip."""
+
+    def __init__(self, width: int, inner: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, inner, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(out)))
+
+
+class TinyResNet(nn.Module):
+    """Stem, two stages of two residual blocks, and a linear classifier (~9k parameters)."""
+
+    def __init__(self, width: int = 8, num_classes: int = 4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.layer1 = nn.Sequential(Block(width, 2 * width), Block(width, 2 * width))
+        self.down = nn.Conv2d(width, 2 * width, 1, stride=2, bias=False)
+        self.layer2 = nn.Sequential(Block(2 * width, 4 * width), Block(2 * width, 4 * width))
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(self.down(self.layer1(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def tiny_data(samples: int = 64, classes: int = 4, size: int = 8, batch_size: int = 16,
+              seed: int = 0):
+    """Train and val loaders of a learnable synthetic task: the class sets a channel's mean."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(samples) % classes
+    images = torch.randn(samples, 3, size, size, generator=generator) * 0.5
+    images[:, 0] += labels.view(-1, 1, 1).float() - classes / 2
+    data = TensorDataset(images, labels)
+    return (DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator),
+            DataLoader(data, batch_size=batch_size))
