@@ -62,10 +62,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: never half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -78,6 +80,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, base_model: nn.Modu
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.")
     os.close(fd)
     save_model(model.cpu(), tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     description = {
         "format": FORMAT,
@@ -89,7 +92,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, base_model: nn.Modu
         "weights_sha256": _sha256(weights),
         **(extra or {}),
     }
-    _atomic_write_text(directory / ARCHITECTURE_FILE, json.dumps(description, indent=1))
+    atomic_write_text(directory / ARCHITECTURE_FILE, json.dumps(description, indent=1))
     return directory
 
 

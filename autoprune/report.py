@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import optuna
 from optuna.trial import TrialState
 
+from .checkpoint import atomic_write_text
 from .result import front_trials, is_feasible
 
 
@@ -143,8 +142,5 @@ tr.front{{background:#e8f1fb}}tr.failed,tr.infeasible{{color:#a33}}</style></hea
 </body></html>"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(page)
-    os.replace(tmp, path)
+    atomic_write_text(path, page)
     return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import shutil
 import statistics
 import sys
 import time
@@ -123,6 +124,29 @@ def choose_finetune_steps(budget: Budget, train: Iterable, typical_student: nn.M
     return chosen
 
 
+KEEP_CHECKPOINTS = ("front", "all")
+
+
+class _CheckpointRetention:
+    """Keeps disk bounded: removes the checkpoints of finished trials not on the front.
+
+    The front is judged on the figures measured during each trial. Only finished trials are
+    considered, so a trial still running (here or on another worker) keeps its files.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        keep = {t.number for t in front_trials(study)}
+        finished = {t.number for t in study.get_trials(deepcopy=False)
+                    if t.state.is_finished()}
+        for path in self.directory.glob("trial-*"):
+            number = int(path.name.removeprefix("trial-"))
+            if number in finished and number not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 class _Progress:
     """One line per finished trial; stops the study when the next trial would overrun."""
 
@@ -180,6 +204,7 @@ def search(
     finetune_steps: int | None = None,
     threads: int | None = None,
     seed: int | None = 0,
+    keep_checkpoints: str = "front",
     write_report: bool = True,
     verbose: bool = True,
 ) -> SearchResult:
@@ -187,7 +212,8 @@ def search(
 
     `budget` is wall-clock time ("90s", "20m", "8h" or seconds) and/or `trials` a trial
     count. `train` and `val` are iterables of (inputs, targets). Returns a `SearchResult`
-    whose `pareto` lists the non-dominated models sorted by latency.
+    whose `pareto` lists the non-dominated models sorted by latency. `keep_checkpoints`
+    "front" deletes the weights of trials that fall off the front; "all" keeps every trial's.
     """
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
     if not isinstance(model, nn.Module):
@@ -200,6 +226,9 @@ def search(
     threads = threads or torch.get_num_threads()
     metric = metric or top1_accuracy
     loss_fn = loss or F.cross_entropy
+    if keep_checkpoints not in KEEP_CHECKPOINTS:
+        raise InvalidInputError(f"keep_checkpoints must be one of {KEEP_CHECKPOINTS}, "
+                                f"got {keep_checkpoints!r}")
     if isinstance(ignored_layers, str):
         ignored_layers = [ignored_layers]
     space = resolve_search_space(model, search_space)
@@ -286,10 +315,12 @@ def search(
 
     done = len([t for t in study.trials if t.state == TrialState.COMPLETE])
     n_trials = None if parsed_budget.trials is None else max(0, parsed_budget.trials - done)
-    progress = _Progress(parsed_budget, baseline["latency_ms"], log)
+    callbacks = [_Progress(parsed_budget, baseline["latency_ms"], log)]
+    if keep_checkpoints == "front":
+        callbacks.insert(0, _CheckpointRetention(context.checkpoint_dir))
     if n_trials != 0:
         study.optimize(objective, n_trials=n_trials, timeout=parsed_budget.seconds,
-                       catch=(Exception,), callbacks=[progress], gc_after_trial=False)
+                       catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
 
     result = SearchResult(study, model, context.checkpoint_dir)
     if result.pareto:

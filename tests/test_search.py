@@ -135,3 +135,14 @@ def test_bad_input_fails_before_any_work(tmp_path, kwargs, message):
     with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run(tmp_path, **kwargs)
     assert not (tmp_path / "s").exists(), "bad input must be refused before anything is written"
+
+
+def test_only_front_checkpoints_are_kept_by_default(tmp_path):
+    result = run(tmp_path, trials=6)
+    kept = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "s" / "trials").iterdir())
+    assert kept == sorted(c.trial for c in result.pareto)
+
+
+def test_keep_all_checkpoints_on_request(tmp_path):
+    result = run(tmp_path, keep_checkpoints="all")
+    assert len(list((tmp_path / "s" / "trials").iterdir())) == len(result.study.trials)
