@@ -1,4 +1,4 @@
-"""Command line: `autoprune search` exposes the options of `autoprune.search()`."""
+"""Command line: `autoprune search | report | export | select`, the same options as the API."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import AutopruneError
+from .errors import AutopruneError, InvalidInputError
+from .export import FORMATS
 
 
 def _constraint(text: str) -> tuple[str, float]:
@@ -51,7 +52,82 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--study-name", help="study name (default: model name and time)")
     run.add_argument("--output-dir", default="reports", help="where runs are written")
     run.add_argument("--seed", type=int, default=0)
+
+    def study_command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("study", help="study name")
+        sub.add_argument("--storage", help="Optuna storage URL (default: "
+                                           "sqlite:///<output-dir>/<study>/study.db)")
+        sub.add_argument("--output-dir", default="reports")
+        return sub
+
+    report = study_command("report", "write the HTML report of a study (also while it runs)")
+    report.add_argument("--output", help="HTML file (default: <output-dir>/<study>/report.html)")
+
+    export = study_command("export", "export one trial's model, verified against PyTorch")
+    export.add_argument("--trial", type=int, required=True)
+    export.add_argument("--format", default="safetensors", choices=FORMATS)
+    export.add_argument("--output", required=True, help="file (.onnx, .pt) or directory "
+                                                        "(safetensors)")
+
+    select = study_command("select", "print the most accurate front model within limits")
+    select.add_argument("--max-latency-ms", type=float)
+    select.add_argument("--max-memory-mb", type=float)
+    select.add_argument("--max-params", type=int)
+    select.add_argument("--min-accuracy", type=float, help="a fraction, e.g. 0.98")
     return parser
+
+
+def _default_storage(args) -> str:
+    if args.storage:
+        return args.storage
+    path = Path(args.output_dir) / args.study / "study.db"
+    if not path.is_file():
+        raise InvalidInputError(f"no study database at {path}: pass --storage URL")
+    return f"sqlite:///{path}"
+
+
+def _open(args):
+    from .result import SearchResult
+
+    storage = _default_storage(args)
+    try:
+        return SearchResult.from_storage(args.study, storage)
+    except KeyError:
+        raise InvalidInputError(f"study {args.study!r} not found in {storage}") from None
+
+
+def report_command(args) -> int:
+    from .report import write_report
+    import optuna
+
+    storage = _default_storage(args)
+    try:
+        study = optuna.load_study(study_name=args.study, storage=storage)
+    except KeyError:
+        raise InvalidInputError(f"study {args.study!r} not found in {storage}") from None
+    output = args.output or Path(args.output_dir) / args.study / "report.html"
+    print(write_report(study, output, storage))
+    return 0
+
+
+def export_command(args) -> int:
+    result = _open(args)
+    path = result.export(args.trial, args.output, format=args.format)
+    print(f"trial {args.trial} exported as {args.format} to {path} (outputs checked "
+          "against PyTorch)")
+    return 0
+
+
+def select_command(args) -> int:
+    result = _open(args)
+    chosen = result.best(max_latency_ms=args.max_latency_ms, max_memory_mb=args.max_memory_mb,
+                         max_params=args.max_params, min_accuracy=args.min_accuracy)
+    print(chosen)
+    storage = f" --storage {args.storage}" if args.storage else ""
+    print(f"export it with: autoprune export {args.study}{storage} --trial {chosen.trial} "
+          f"--format onnx --output model-{chosen.trial}.onnx")
+    return 0
 
 
 def _load_model(args):
@@ -84,7 +160,9 @@ def search_command(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"search": search_command}[args.command](args)
+        commands = {"search": search_command, "report": report_command,
+                    "export": export_command, "select": select_command}
+        return commands[args.command](args)
     except AutopruneError as err:
         print(f"autoprune: error: {err}", file=sys.stderr)
         return 2

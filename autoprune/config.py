@@ -56,7 +56,8 @@ def uniform_params(space: SearchSpace, dimensions: list[PruningDimension],
     """Optuna params of plain uniform pruning at `ratio`, to enqueue as a reference trial.
 
     The ratio is clipped to each kind's range, so a family that caps the residual stream
-    lower gets that cap; the criterion is L2 magnitude when the space offers it.
+    lower gets that cap; the criterion is L2 magnitude when the space offers it, the learning rate the
+    log-scale middle of its range.
     """
     params: dict[str, Any] = {}
     for dim in dimensions:
@@ -67,7 +68,7 @@ def uniform_params(space: SearchSpace, dimensions: list[PruningDimension],
     params["kd_alpha"] = min(max(0.5, space.kd_alpha[0]), space.kd_alpha[1])
     params["kd_temperature"] = min(max(4.0, space.kd_temperature[0]), space.kd_temperature[1])
     low, high = space.lr
-    params["lr"] = min(max(0.01, low), high)
+    params["lr"] = (low * high) ** 0.5  # the middle of the range on the log scale
     return params
 
 

@@ -62,10 +62,19 @@ def cycle_batches(loader: Iterable, steps: int):
             return
 
 
+def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (what ResNets are trained with) or AdamW (robust elsewhere)."""
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    if name == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
+    raise ValueError(f"unknown optimizer {name!r}: use 'sgd' or 'adamw'")
+
+
 def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int, lr: float,
              distillation: Distillation, device: str | torch.device,
-             loss_fn: Callable = F.cross_entropy, weight_decay: float = 5e-4) -> float:
-    """Train `student` for `steps` batches of `train` with SGD and a cosine schedule.
+             loss_fn: Callable = F.cross_entropy, optimizer: str = "adamw") -> float:
+    """Train `student` for `steps` batches of `train` with a cosine learning-rate schedule.
 
     Returns the mean loss of the last steps. A non-finite loss raises `TrialFailure` at once:
     the weights are already ruined, and the trial records the step.
@@ -74,8 +83,7 @@ def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int
     teacher.to(device).eval()
     if steps <= 0:
         return float("nan")
-    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                                weight_decay=weight_decay)
+    optimizer = make_optimizer(optimizer, student.parameters(), lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     recent: list[float] = []
     for step, (inputs, targets) in enumerate(cycle_batches(train, steps)):

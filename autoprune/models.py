@@ -122,3 +122,27 @@ def digits_model(name: str = DEFAULT_DEMO_MODEL, cache_dir: str | Path = DEFAULT
     save_timm_checkpoint(model, name, DIGITS_CLASSES, path, {"digits_accuracy": accuracy,
                                                               "epochs": epochs})
     return model
+
+
+def model_source(model: nn.Module) -> dict | None:
+    """How to rebuild `model`'s architecture later (a timm name and class count), if known."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    name = cfg.get("architecture") if isinstance(cfg, dict) else None
+    if not name:
+        return None
+    import timm
+
+    if not timm.is_model(name):
+        return None
+    return {"timm_model": name, "num_classes": int(getattr(model, "num_classes", 0)),
+            "in_chans": int(getattr(model, "in_chans", 3) or 3)}
+
+
+def rebuild_base_model(source: dict | None) -> nn.Module | None:
+    """The architecture recorded by `model_source` (random weights: checkpoints replace them)."""
+    if not source or "timm_model" not in source:
+        return None
+    import timm
+
+    return timm.create_model(source["timm_model"], pretrained=False,
+                             num_classes=source["num_classes"], in_chans=source.get("in_chans", 3))

@@ -86,8 +86,10 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
 
 def replay_history(model: nn.Module, example_inputs: Any, history: PruningHistory) -> nn.Module:
     """Prune `model` in place exactly as recorded in `history` (weights are not consulted)."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
-    graph.load_pruning_history([(name, is_out, list(indices)) for name, is_out, indices in history])
+    with torch.enable_grad():  # the dependency graph is traced through autograd
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        graph.load_pruning_history([(name, is_out, list(indices))
+                                    for name, is_out, indices in history])
     return model
 
 

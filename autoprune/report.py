@@ -1,146 +1,404 @@
-"""The HTML report of a study: accuracy against measured latency, the front, every trial.
+"""The HTML report of a study: pick a model from the measured Pareto front.
 
-Split as Optuna's plots are: `report_data` computes plain records (testable without
-plotly), `write_report` draws them. The file embeds plotly.js, so it opens offline.
+Split as Optuna's plots are: `report_data` computes plain records (testable without plotly
+or a browser), `write_report` draws them into one self-contained file. plotly.js is
+embedded, so the report opens offline; a small script shows a trial's card when a point is
+clicked and sorts the trial table.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import shlex
+from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import atomic_write_text
-from .result import front_trials, is_feasible
+from .pareto import front_trials, hypervolume_history, is_feasible
 
 
 class TrialRow(NamedTuple):
+    """One trial as the report shows it; figures are None where the trial has none."""
+
     number: int
-    state: str
+    status: str  # "front", "dominated", "infeasible", "not fine-tuned", "failed", "running", ...
     accuracy: float | None
     latency_ms: float | None
     memory_mb: float | None
     speedup: float | None
+    params: int | None
+    macs: int | None
     criterion: str | None
-    status: str  # "front", "dominated", "infeasible", "failed", "running"
     reference: str | None
     note: str
+    seconds: float | None
+    params_searched: dict[str, Any]
+    kept_channels: list[int] | None
 
 
 class ReportData(NamedTuple):
     study_name: str
+    storage: str | None
     baseline: dict
-    rows: list[TrialRow]
-    constraints: dict
     settings: dict
+    layers: list[str]  # Conv/Linear layers of the unpruned model, in order
+    base_channels: list[int]
+    rows: list[TrialRow]
+    hypervolume: list[tuple[int, float, float]]  # (trial, seconds since start, value)
+    importance: dict[str, dict[str, float]]  # objective -> parameter -> importance
+    generated: str
 
 
-def report_data(study: optuna.Study) -> ReportData:
+OBJECTIVES = ("accuracy", "latency_ms", "memory_mb")
+
+
+def _status(trial: FrozenTrial, front: set[int]) -> str:
+    if trial.state == TrialState.COMPLETE:
+        if trial.user_attrs.get("skipped_finetune"):
+            return "not fine-tuned"
+        if trial.number in front:
+            return "front"
+        return "dominated" if is_feasible(trial) else "infeasible"
+    return {TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
+
+
+def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
+    figures = trial.user_attrs.get("measurement", {})
+    kept = trial.user_attrs.get("kept_channels")
+    status = _status(trial, front)
+    seconds = None
+    if trial.datetime_start and trial.datetime_complete:
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return TrialRow(
+        number=trial.number, status=status,
+        accuracy=trial.values[0] if trial.values and status != "not fine-tuned" else None,
+        latency_ms=figures.get("latency_ms"), memory_mb=figures.get("memory_mb"),
+        speedup=trial.user_attrs.get("speedup"), params=figures.get("params"),
+        macs=figures.get("macs"), criterion=trial.params.get("criterion"),
+        reference=trial.user_attrs.get("reference"),
+        note=trial.user_attrs.get("failure") or trial.user_attrs.get("skipped_finetune") or "",
+        seconds=seconds, params_searched=dict(trial.params),
+        kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None)
+
+
+def _importance(trials: list[FrozenTrial]) -> dict[str, dict[str, float]]:
+    """fANOVA importance of each searched parameter for each objective.
+
+    Only fine-tuned, completed trials count (a skipped trial's accuracy is not a result).
+    fANOVA measures variance explained, so the direction of an objective does not matter.
+    """
+    usable = [t for t in trials if t.state == TrialState.COMPLETE
+              and not t.user_attrs.get("skipped_finetune")]
+    if len(usable) < 4:
+        return {}
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.add_trials(usable)
+    result = {}
+    for index, name in enumerate(OBJECTIVES):
+        try:
+            result[name] = optuna.importance.get_param_importances(
+                study, target=lambda t, i=index: t.values[i])
+        except (RuntimeError, ValueError):  # e.g. every trial has the same value
+            continue
+    return result
+
+
+def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
     """Everything the report shows, as plain data."""
+    trials = study.get_trials(deepcopy=False)
+    baseline = study.user_attrs.get("baseline", {})
+    settings = dict(study.user_attrs.get("settings", {}))
+    settings.setdefault("finished", study.user_attrs.get("finished"))
+    settings["finetune_steps"] = study.user_attrs.get("finetune_steps")
+    base_channels = study.user_attrs.get("base_channels", {})
+    layers = list(base_channels)
     front = {t.number for t in front_trials(study)}
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        figures = t.user_attrs.get("measurement", {})
-        if t.state == TrialState.COMPLETE:
-            status = "front" if t.number in front else ("dominated" if is_feasible(t) else "infeasible")
-        elif t.state == TrialState.FAIL:
-            status = "failed"
-        else:
-            status = t.state.name.lower()
-        note = t.user_attrs.get("failure") or t.user_attrs.get("skipped_finetune") or ""
-        rows.append(TrialRow(
-            number=t.number, state=t.state.name,
-            accuracy=t.values[0] if t.values and not t.user_attrs.get("skipped_finetune") else None,
-            latency_ms=figures.get("latency_ms"), memory_mb=figures.get("memory_mb"),
-            speedup=t.user_attrs.get("speedup"),
-            criterion=t.user_attrs.get("config", {}).get("criterion"),
-            status=status, reference=t.user_attrs.get("reference"), note=note))
-    settings = study.user_attrs.get("settings", {})
-    return ReportData(study.study_name, study.user_attrs.get("baseline", {}), rows,
-                      settings.get("constraints", {}), settings)
+    rows = [_row(t, front, layers) for t in trials]
+    final = study.user_attrs.get("final_latency_ms", {})
+    if final:  # the interleaved re-measurement of the front replaces the in-trial timing
+        base_latency = final.get("baseline", baseline.get("latency_ms"))
+        rows = [r._replace(latency_ms=final[str(r.number)],
+                           speedup=base_latency / final[str(r.number)])
+                if str(r.number) in final else r for r in rows]
+        baseline = {**baseline, "latency_ms": base_latency}
+    started = min((t.datetime_start for t in trials if t.datetime_start), default=None)
+    history = []
+    if baseline:
+        for trial, value in hypervolume_history(trials, baseline["latency_ms"], baseline["memory_mb"]):
+            history.append((trial.number, (trial.datetime_complete - started).total_seconds(), value))
+    return ReportData(study.study_name, storage, baseline, settings, layers,
+                      [base_channels[layer] for layer in layers], rows, history,
+                      _importance(trials), datetime.now().isoformat(timespec="seconds"))
 
 
-_STYLE = {
-    "front": dict(color="#1f77b4", size=11, symbol="circle"),
-    "dominated": dict(color="#b0b0b0", size=7, symbol="circle"),
-    "infeasible": dict(color="#d62728", size=7, symbol="x"),
+_MARKERS = {
+    "front": dict(color="#1f77b4", size=11, symbol="circle", line=dict(width=1, color="#fff")),
+    "dominated": dict(color="#9e9e9e", size=7, symbol="circle", opacity=0.7),
+    "infeasible": dict(color="#d62728", size=8, symbol="x"),
+    "not fine-tuned": dict(color="#d62728", size=7, symbol="triangle-down-open"),
 }
 
 
-def _figure(data: ReportData):
+def _pareto_figure(data: ReportData, cost: str, title: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for status, style in _STYLE.items():
-        rows = [r for r in data.rows if r.status == status and r.latency_ms is not None]
+    for status, marker in _MARKERS.items():
+        rows = [r for r in data.rows if r.status == status and getattr(r, cost) is not None]
         if not rows:
             continue
         fig.add_trace(go.Scatter(
-            x=[r.latency_ms for r in rows],
-            y=[(r.accuracy or 0.0) * 100 for r in rows],
-            mode="markers", name=status, marker=style,
+            x=[getattr(r, cost) for r in rows],
+            y=[100 * (r.accuracy or 0.0) for r in rows],
+            mode="markers", name=f"{status} ({len(rows)})", marker=marker,
             customdata=[r.number for r in rows],
-            text=[f"trial {r.number}{' (' + r.reference + ')' if r.reference else ''}<br>"
-                  f"speedup {r.speedup:.2f}x<br>memory {r.memory_mb:.1f} MiB<br>{r.criterion}"
-                  + (f"<br>{html.escape(r.note)}" if r.note else "") for r in rows],
-            hovertemplate="%{y:.2f} %% at %{x:.2f} ms<br>%{text}<extra></extra>"))
-    references = [r for r in data.rows if r.reference and r.latency_ms is not None]
+            text=[f"trial {r.number}" + (f" ({r.reference})" if r.reference else "") +
+                  f"<br>speedup {r.speedup:.2f}x, memory {r.memory_mb:.1f} MiB<br>"
+                  f"{r.criterion}" + (f"<br>{html.escape(r.note[:120])}" if r.note else "")
+                  for r in rows],
+            hovertemplate="%{y:.2f} % at %{x:.3g}<br>%{text}<extra></extra>"))
+    references = [r for r in data.rows if r.reference and getattr(r, cost) is not None]
     if references:
         fig.add_trace(go.Scatter(
-            x=[r.latency_ms for r in references], y=[(r.accuracy or 0) * 100 for r in references],
-            mode="markers", name="uniform pruning",
-            marker=dict(symbol="diamond-open", size=14, color="#2ca02c", line=dict(width=2)),
-            text=[r.reference for r in references], hoverinfo="text"))
+            x=[getattr(r, cost) for r in references],
+            y=[100 * (r.accuracy or 0.0) for r in references], mode="markers",
+            name="uniform pruning (reference)", customdata=[r.number for r in references],
+            marker=dict(symbol="diamond-open", size=15, color="#2ca02c", line=dict(width=2)),
+            text=[r.reference for r in references],
+            hovertemplate="%{text}: %{y:.2f} % at %{x:.3g}<extra></extra>"))
     if data.baseline:
         fig.add_trace(go.Scatter(
-            x=[data.baseline["latency_ms"]], y=[data.baseline["accuracy"] * 100],
-            mode="markers", name="unpruned", marker=dict(symbol="star", size=16, color="#ff7f0e"),
-            hovertemplate="unpruned: %{y:.2f} %% at %{x:.2f} ms<extra></extra>"))
-    if "latency_ms" in data.constraints:
-        fig.add_vline(x=data.constraints["latency_ms"], line_dash="dash",
-                      annotation_text="latency limit")
-    fig.update_layout(title="Accuracy against measured latency", xaxis_title="latency (ms)",
-                      yaxis_title="accuracy (%)", template="plotly_white", height=520)
+            x=[data.baseline[cost]], y=[100 * data.baseline["accuracy"]], mode="markers",
+            name="unpruned", marker=dict(symbol="star", size=17, color="#ff7f0e"),
+            hovertemplate="unpruned: %{y:.2f} % at %{x:.3g}<extra></extra>"))
+    constraints = data.settings.get("constraints", {})
+    if cost in constraints:
+        fig.add_vline(x=constraints[cost], line_dash="dash", line_color="#d62728",
+                      annotation_text=f"{cost} limit")
+    if "max_accuracy_drop" in constraints and data.baseline:
+        fig.add_hline(y=100 * (data.baseline["accuracy"] - constraints["max_accuracy_drop"]),
+                      line_dash="dash", line_color="#d62728", annotation_text="accuracy floor")
+    unit = "ms" if cost == "latency_ms" else "MiB"
+    fig.update_layout(title=title, xaxis_title=f"{cost.replace('_', ' ')[:-3]} ({unit})",
+                      yaxis_title="accuracy (%)", template="plotly_white", height=480,
+                      clickmode="event", legend=dict(orientation="h", y=-0.2))
     return fig
 
 
-def _table(data: ReportData) -> str:
-    head = ("<tr><th>trial</th><th>status</th><th>accuracy</th><th>latency ms</th>"
-            "<th>speedup</th><th>memory MiB</th><th>criterion</th><th>note</th></tr>")
+def _hypervolume_figure(data: ReportData):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
-    def cell(value, fmt):
-        return "" if value is None else format(value, fmt)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("by trial", "by wall clock (s)"))
+    numbers = [h[0] for h in data.hypervolume]
+    seconds = [h[1] for h in data.hypervolume]
+    values = [h[2] for h in data.hypervolume]
+    fig.add_trace(go.Scatter(x=numbers, y=values, mode="lines+markers", line_shape="hv",
+                             name="by trial"), 1, 1)
+    fig.add_trace(go.Scatter(x=seconds, y=values, mode="lines+markers", line_shape="hv",
+                             name="by time"), 1, 2)
+    fig.update_layout(title="Hypervolume of the front as it grew", template="plotly_white",
+                      height=320, showlegend=False, yaxis_title="hypervolume")
+    return fig
+
+
+def _importance_figure(data: ReportData):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for objective, importances in data.importance.items():
+        names = list(importances)
+        fig.add_trace(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
+                             name=objective))
+    fig.update_layout(title="Which searched parameters mattered (fANOVA, per objective)",
+                      template="plotly_white", barmode="group",
+                      height=max(300, 60 + 22 * len(next(iter(data.importance.values()), {})) * 3),
+                      xaxis_title="importance (share of variance)")
+    return fig
+
+
+def export_commands(data: ReportData) -> dict[str, str]:
+    """Templates of the commands that export a trial (`{trial}` is filled in by the page)."""
+    storage = f" --storage {shlex.quote(data.storage)}" if data.storage else ""
+    name = shlex.quote(data.study_name)
+    return {
+        "cli": f"autoprune export {name}{storage} --trial {{trial}} --format onnx "
+               f"--output model-{{trial}}.onnx",
+        "python": f"result = autoprune.SearchResult.from_storage({data.study_name!r}, "
+                  f"{data.storage!r})\nresult.export({{trial}}, \"model-{{trial}}.onnx\", "
+                  f"format=\"onnx\")   # or \"safetensors\", \"torchscript\"",
+    }
+
+
+def _table(data: ReportData) -> str:
+    columns = ["trial", "status", "accuracy %", "latency ms", "speedup", "memory MiB",
+               "params M", "MACs M", "criterion", "seconds", "reason / note"]
+    head = "".join(f"<th data-col='{i}'>{c}</th>" for i, c in enumerate(columns))
+
+    def cell(value, fmt=""):
+        return "" if value is None else html.escape(format(value, fmt))
 
     body = "".join(
-        f"<tr class='{r.status}'><td>{r.number}</td><td>{r.status}</td>"
-        f"<td>{cell(r.accuracy and r.accuracy * 100, '.2f')}</td><td>{cell(r.latency_ms, '.2f')}</td>"
-        f"<td>{cell(r.speedup, '.2f')}</td><td>{cell(r.memory_mb, '.1f')}</td>"
-        f"<td>{html.escape(r.criterion or '')}</td>"
-        f"<td>{html.escape((r.reference + '; ' if r.reference else '') + r.note)}</td></tr>"
+        f"<tr class='{r.status.replace(' ', '-')}' data-trial='{r.number}'>"
+        f"<td>{r.number}</td><td>{r.status}</td>"
+        f"<td>{cell(None if r.accuracy is None else 100 * r.accuracy, '.2f')}</td>"
+        f"<td>{cell(r.latency_ms, '.3f')}</td><td>{cell(r.speedup, '.2f')}</td>"
+        f"<td>{cell(r.memory_mb, '.1f')}</td>"
+        f"<td>{cell(None if r.params is None else r.params / 1e6, '.3f')}</td>"
+        f"<td>{cell(None if r.macs is None else r.macs / 1e6, '.2f')}</td>"
+        f"<td>{cell(r.criterion)}</td><td>{cell(r.seconds, '.1f')}</td>"
+        f"<td>{html.escape(((r.reference + '; ') if r.reference else '') + r.note)}</td></tr>"
         for r in data.rows)
-    return f"<table>{head}{body}</table>"
+    return f"<table id='trials'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(study: optuna.Study, path: str | Path) -> Path:
-    """Write the self-contained HTML report of `study` to `path` (atomically) and return it."""
-    data = report_data(study)
-    figure = _figure(data).to_html(include_plotlyjs=True, full_html=False, div_id="pareto")
+_SCRIPT = """
+const DATA = JSON.parse(document.getElementById('report-data').textContent);
+const FIGURES = JSON.parse(document.getElementById('figures').textContent);
+const byNumber = Object.fromEntries(DATA.trials.map(t => [t.number, t]));
+const fmt = (v, d) => (v === null || v === undefined) ? '–' : Number(v).toFixed(d);
+for (const [id, fig] of Object.entries(FIGURES)) {
+  Plotly.newPlot(id, fig.data, fig.layout, {responsive: true, displaylogo: false});
+}
+function showCard(number) {
+  const t = byNumber[number];
+  if (!t) return;
+  const base = DATA.baseline;
+  const card = document.getElementById('card');
+  const p = t.params_searched;
+  const rows = [
+    ['status', t.status + (t.reference ? ' (' + t.reference + ')' : '')],
+    ['accuracy', t.accuracy === null ? '–' : fmt(100 * t.accuracy, 2) + ' % (unpruned ' + fmt(100 * base.accuracy, 2) + ' %)'],
+    ['latency', fmt(t.latency_ms, 3) + ' ms, speedup ' + fmt(t.speedup, 2) + 'x'],
+    ['memory', fmt(t.memory_mb, 1) + ' MiB (unpruned ' + fmt(base.memory_mb, 1) + ' MiB)'],
+    ['MACs', t.macs === null ? '–' : fmt(t.macs / 1e6, 2) + ' M, ' + fmt(base.macs / t.macs, 2) + 'x fewer'],
+    ['parameters', t.params === null ? '–' : fmt(t.params / 1e6, 3) + ' M, ' + fmt(base.params / t.params, 2) + 'x fewer'],
+    ['criterion', p.criterion || '–'],
+    ['distillation', 'alpha ' + fmt(p.kd_alpha, 2) + ', temperature ' + fmt(p.kd_temperature, 2)],
+    ['learning rate', p.lr === undefined ? '–' : Number(p.lr).toExponential(2)],
+    ['trial time', fmt(t.seconds, 1) + ' s'],
+  ];
+  if (t.note) rows.push(['note', t.note]);
+  const cli = DATA.commands.cli.replaceAll('{trial}', number);
+  const py = DATA.commands.python.replaceAll('{trial}', number);
+  card.innerHTML = '<h3>Trial ' + number + '</h3><table class="card">' +
+    rows.map(r => '<tr><th>' + r[0] + '</th><td>' + String(r[1]).replace(/</g, '&lt;') + '</td></tr>').join('') +
+    '</table><div id="layers"></div><p>Export this model:</p><pre class="cmd">' +
+    cli.replace(/</g, '&lt;') + '</pre><pre class="cmd">' + py.replace(/</g, '&lt;') + '</pre>';
+  card.style.display = 'block';
+  if (t.kept_channels) {
+    const kept = t.kept_channels.map((k, i) => DATA.base_channels[i] ? k / DATA.base_channels[i] : 1);
+    Plotly.newPlot('layers', [{x: DATA.layers, y: kept, type: 'bar',
+      text: t.kept_channels.map((k, i) => k + ' / ' + DATA.base_channels[i]),
+      hovertemplate: '%{x}: %{text} kept<extra></extra>'}],
+      {title: 'Kept channels per layer', yaxis: {title: 'fraction kept', range: [0, 1.05]},
+       height: 300, margin: {b: 120}, template: 'plotly_white'}, {displaylogo: false});
+  }
+  document.querySelectorAll('#trials tr.selected').forEach(r => r.classList.remove('selected'));
+  const row = document.querySelector('#trials tr[data-trial="' + number + '"]');
+  if (row) row.classList.add('selected');
+}
+for (const id of ['pareto-latency', 'pareto-memory']) {
+  document.getElementById(id).on('plotly_click', ev => {
+    const point = ev.points[0];
+    if (point && point.customdata !== undefined) showCard(point.customdata);
+  });
+}
+document.querySelectorAll('#trials tbody tr').forEach(r =>
+  r.addEventListener('click', () => showCard(Number(r.dataset.trial))));
+document.querySelectorAll('#trials th').forEach(th => th.addEventListener('click', () => {
+  const col = Number(th.dataset.col), body = document.querySelector('#trials tbody');
+  const asc = th.dataset.order !== 'asc';
+  th.dataset.order = asc ? 'asc' : 'desc';
+  const key = r => { const v = r.children[col].textContent; const n = parseFloat(v);
+                     return isNaN(n) ? v : n; };
+  [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
+    const c = (typeof x === typeof y) ? (x > y) - (x < y) : (typeof x === 'number' ? -1 : 1);
+    return asc ? c : -c; }).forEach(r => body.appendChild(r));
+}));
+"""
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1250px;color:#222}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px}
+#trials th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}
+#trials tr{cursor:pointer}tr.front{background:#e8f1fb}tr.selected{outline:2px solid #1f77b4}
+tr.failed,tr.infeasible,tr.not-fine-tuned{color:#a33}
+#card{display:none;border:1px solid #1f77b4;border-radius:6px;padding:.5em 1em;margin:1em 0}
+table.card th{text-align:left;background:#f7f7f7}pre.cmd{background:#f4f4f4;padding:.5em;overflow-x:auto}
+.summary td{padding:2px 10px}.scroll{max-height:600px;overflow:auto}
+"""
+
+
+def _summary(data: ReportData) -> str:
+    front = [r for r in data.rows if r.status == "front"]
+    counts = {}
+    for r in data.rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    base = data.baseline
+    items = [("trials", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"),
+             ("front", f"{len(front)} models")]
+    if base:
+        items.append(("unpruned", f"{100 * base['accuracy']:.2f} %, {base['latency_ms']:.3f} ms, "
+                                  f"{base['memory_mb']:.1f} MiB, {base['params'] / 1e6:.2f} M params"))
+    if data.hypervolume:
+        items.append(("hypervolume", f"{data.hypervolume[-1][2]:.4f}"))
+    running = counts.get("running", 0)
+    if running or not data.settings.get("finished"):
+        items.append(("state", f"search still running or stopped early ({running} trials running)"))
+    return "<table class='summary'>" + "".join(
+        f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in items) + "</table>"
+
+
+def render_report(data: ReportData) -> str:
+    """The report page for `data`, as one HTML string with plotly.js inlined."""
+    from plotly.offline import get_plotlyjs
+
+    figures = {"pareto-latency": _pareto_figure(data, "latency_ms", "Accuracy against latency"),
+               "pareto-memory": _pareto_figure(data, "memory_mb", "Accuracy against memory")}
+    if data.hypervolume:
+        figures["hypervolume"] = _hypervolume_figure(data)
+    if data.importance:
+        figures["importance"] = _importance_figure(data)
+    figures_json = json.dumps({k: json.loads(f.to_json()) for k, f in figures.items()})
+    page_data = {"baseline": data.baseline, "layers": data.layers,
+                 "base_channels": data.base_channels, "commands": export_commands(data),
+                 "trials": [r._asdict() for r in data.rows]}
+
+    def embed(value: str) -> str:  # JSON inside <script> must not close the tag
+        return value.replace("</", "<\\/")
+
     settings = html.escape(json.dumps(data.settings, indent=1, default=str))
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>autoprune: {html.escape(data.study_name)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ddd;padding:3px 6px}}
-tr.front{{background:#e8f1fb}}tr.failed,tr.infeasible{{color:#a33}}</style></head>
-<body><h1>autoprune study <code>{html.escape(data.study_name)}</code></h1>
-{figure}
-<h2>All trials</h2>{_table(data)}
+    title = html.escape(data.study_name)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>autoprune: {title}</title>
+<style>{_CSS}</style><script>{get_plotlyjs()}</script></head>
+<body><h1>autoprune study <code>{title}</code></h1>
+<p>Generated {data.generated}. Click a point (or a table row) to see its trial card and
+the command that exports it. Latencies of front members are the final interleaved
+re-measurement where the search got that far.</p>
+{_summary(data)}
+<div class="grid"><div id="pareto-latency"></div><div id="pareto-memory"></div></div>
+<div id="card"></div>
+{'<div id="hypervolume"></div>' if "hypervolume" in figures else ''}
+{'<div id="importance"></div>' if "importance" in figures else ''}
+<h2>All trials</h2><div class="scroll">{_table(data)}</div>
 <h2>Settings</h2><pre>{settings}</pre>
+<script type="application/json" id="report-data">{embed(json.dumps(page_data, default=str))}</script>
+<script type="application/json" id="figures">{embed(figures_json)}</script>
+<script>{_SCRIPT}</script>
 </body></html>"""
+
+
+def write_report(study: optuna.Study, path: str | Path, storage: str | None = None) -> Path:
+    """Write the self-contained HTML report of `study` to `path` (atomically) and return it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, page)
+    atomic_write_text(path, render_report(report_data(study, storage)))
     return path

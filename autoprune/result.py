@@ -8,9 +8,15 @@ from typing import Any
 
 import optuna
 import torch.nn as nn
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from .checkpoint import load_checkpoint
+from .errors import AutopruneError, CheckpointError
+from .pareto import front_trials
+
+
+class NoCandidateError(AutopruneError):
+    """No front member meets the limits asked for."""
 
 
 @dataclass(frozen=True)
@@ -32,23 +38,6 @@ class Candidate:
                 f"{self.params / 1e6:6.2f} M  MACs {self.macs / 1e6:7.1f} M  {self.config['criterion']}")
 
 
-def is_feasible(trial: FrozenTrial) -> bool:
-    return all(value <= 0 for value in trial.constraints.values())
-
-
-def front_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed, feasible trials no other such trial beats on every objective."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if is_feasible(t)]
-
-    def dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
-        (acc_a, lat_a, mem_a), (acc_b, lat_b, mem_b) = a.values, b.values
-        no_worse = acc_a >= acc_b and lat_a <= lat_b and mem_a <= mem_b
-        return no_worse and (acc_a > acc_b or lat_a < lat_b or mem_a < mem_b)
-
-    return [t for t in trials if not any(dominates(o, t) for o in trials if o is not t)]
-
-
 def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
                          final_latency_ms: dict | None = None) -> Candidate:
     """A `Candidate`; latency comes from the interleaved final re-measurement when there is one."""
@@ -65,9 +54,10 @@ def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
 class SearchResult:
     """A finished (or stopped) search: its front, its unpruned reference, and its models."""
 
-    def __init__(self, study: optuna.Study, base_model: nn.Module, checkpoint_dir: Path,
-                 report_path: Path | None = None):
+    def __init__(self, study: optuna.Study, base_model: nn.Module | None, checkpoint_dir: Path,
+                 report_path: Path | None = None, storage: str | None = None):
         self.study = study
+        self.storage = storage
         self.base_model = base_model
         self.checkpoint_dir = Path(checkpoint_dir)
         self.report_path = report_path
@@ -78,20 +68,74 @@ class SearchResult:
             (candidate_from_trial(t, self.baseline["latency_ms"], final) for t in front_trials(study)),
             key=lambda c: c.latency_ms)
 
+    @classmethod
+    def from_storage(cls, study_name: str, storage: str,
+                     base_model: nn.Module | None = None) -> "SearchResult":
+        """Reopen a study (finished or still running) from its storage.
+
+        Without `base_model`, a timm model is rebuilt from the architecture recorded in the
+        study; any other model must be given to load or export trials.
+        """
+        from .models import rebuild_base_model
+
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        settings = study.user_attrs.get("settings", {})
+        if base_model is None:
+            base_model = rebuild_base_model(settings.get("model_source"))
+        return cls(study, base_model, Path(settings["checkpoint_dir"]), storage=storage)
+
+    def best(self, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
+             min_accuracy: float | None = None, max_params: int | None = None) -> Candidate:
+        """The most accurate front member within the given limits."""
+        limits = {"latency_ms": max_latency_ms, "memory_mb": max_memory_mb, "params": max_params}
+
+        def fits(c: Candidate) -> bool:
+            return (all(limit is None or getattr(c, key) <= limit for key, limit in limits.items())
+                    and (min_accuracy is None or c.accuracy >= min_accuracy))
+
+        fitting = [c for c in self.pareto if fits(c)]
+        if not fitting:
+            asked = ", ".join(f"{k} <= {v}" for k, v in limits.items() if v is not None)
+            if min_accuracy is not None:
+                asked += (", " if asked else "") + f"accuracy >= {min_accuracy}"
+            closest = "; ".join(f"trial {c.trial}: {c.accuracy:.2%} at {c.latency_ms:.2f} ms, "
+                                f"{c.memory_mb:.1f} MiB" for c in self.pareto[:5])
+            raise NoCandidateError(f"no model on the front meets {asked or 'the limits'}; "
+                                   f"the front has {closest or 'no model yet'}")
+        return max(fitting, key=lambda c: (c.accuracy, -c.latency_ms))
+
+    def export(self, trial: int | Candidate, path: str | Path, format: str = "safetensors") -> Path:
+        """Write `trial`'s model to `path` as safetensors+JSON, ONNX or TorchScript, verified."""
+        from .export import export_checkpoint
+
+        number = trial.trial if isinstance(trial, Candidate) else int(trial)
+        self._require_base_model()
+        return export_checkpoint(self.checkpoint_path(number), self.base_model, path, format)
+
+    def _require_base_model(self) -> None:
+        if self.base_model is None:
+            raise CheckpointError("this study's model is not a timm model autoprune can rebuild: "
+                                  "pass base_model= (the model you searched) to load or export")
+
     def checkpoint_path(self, trial: int) -> Path:
         return self.checkpoint_dir / f"trial-{trial:05d}"
 
     def load(self, trial: int | Candidate) -> nn.Module:
         """The pruned, fine-tuned model of `trial`, rebuilt from the base model, in eval mode."""
         number = trial.trial if isinstance(trial, Candidate) else int(trial)
-        return load_checkpoint(self.checkpoint_path(number), self.base_model)
+        self._require_base_model()
+        path = self.checkpoint_path(number)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no checkpoint for trial {number}; only front members "
+                                  "keep theirs unless the search ran with keep_checkpoints='all'")
+        return load_checkpoint(path, self.base_model)
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write the HTML report of this study to `path` (default: next to the checkpoints)."""
         from .report import write_report
 
         path = Path(path) if path else self.checkpoint_dir.parent / "report.html"
-        return write_report(self.study, path)
+        return write_report(self.study, path, self.storage)
 
     def __repr__(self) -> str:
         return (f"SearchResult(study={self.study.study_name!r}, trials={len(self.study.trials)}, "

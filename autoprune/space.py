@@ -25,6 +25,7 @@ def _search_spaces_dir() -> Path:
 SEARCH_SPACES_DIR = _search_spaces_dir()
 DEFAULT_FILE = "default.yaml"
 SPARSITY_KINDS = ("stream", "inner")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class SearchSpace:
     criteria: tuple[str, ...] = ()
     kd_alpha: tuple[float, float] = (0.0, 1.0)
     kd_temperature: tuple[float, float] = (1.0, 8.0)
-    lr: tuple[float, float] = (1e-3, 1e-1)
+    lr: tuple[float, float] = (1e-4, 3e-3)
+    optimizer: str = "adamw"
     uniform_ratios: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,13 +172,16 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
     lr = read.interval("finetune.lr", 1e-7, 10.0)
     if lr[0] <= 0:
         read.fail("finetune.lr", "must be positive (it is sampled on a log scale)")
+    optimizer = read.get("finetune.optimizer")
+    if optimizer not in OPTIMIZERS:
+        read.fail("finetune.optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     return SearchSpace(
         family=family, source=str(path), matches=matches, stage_pattern=stage_pattern,
         max_dimensions=max_dimensions, round_to=round_to, ignored_layers=ignored,
         sparsity=sparsity, sparsity_step=step, criteria=criteria,
         kd_alpha=read.interval("distillation.alpha", 0.0, 1.0),
         kd_temperature=read.interval("distillation.temperature", 0.1, 100.0),
-        lr=lr, uniform_ratios=uniform_ratios,
+        lr=lr, optimizer=optimizer, uniform_ratios=uniform_ratios,
     )
 
 

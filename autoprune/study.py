@@ -32,13 +32,15 @@ from .evaluate import evaluate, top1_accuracy
 from .finetune import Distillation, finetune, logits_of
 from .grouping import check_prunable, ignored_modules, plan_dimensions, run_model
 from .measure import Measurement, interleaved_latency_ms, measure
-from .prune import prune_copy
-from .result import SearchResult, candidate_from_trial, front_trials
+from .models import model_source
+from .prune import kept_out_channels, prune_copy
+from .pareto import front_trials
+from .result import SearchResult, candidate_from_trial
 from .space import SearchSpace, model_identifiers, resolve_search_space
 from .trial import TrialContext, run_trial
 
 DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, memory_mb
-TARGET_TRIALS = 25  # a time budget is split so that about this many trials fit
+TARGET_TRIALS = 15  # a time budget is split so that about this many trials fit
 MAX_FINETUNE_EPOCHS = 3
 GRADIENT_BATCHES = 2  # batches of gradients for the Taylor criterion
 LATENCY_MIN_RUN_TIME = 0.3  # seconds of timed runs per latency measurement in a trial
@@ -83,6 +85,31 @@ def _check_model_runs(model: nn.Module, example_inputs: Any, targets: Any, metri
             raise InvalidInputError("the metric returned NaN on the first validation batch")
 
 
+def _library_versions() -> dict[str, str]:
+    import platform
+
+    import timm
+    import torch_pruning
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "optuna": optuna.__version__, "torch_pruning": getattr(torch_pruning, "__version__", "?"),
+            "timm": timm.__version__, "autoprune": __import__("autoprune").__version__,
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+                       f"{__import__('os').cpu_count()} CPUs"}
+
+
+def _describe_data(train: Iterable, val: Iterable) -> dict[str, Any]:
+    def size(loader):
+        dataset = getattr(loader, "dataset", None)
+        try:
+            return len(dataset) if dataset is not None else None
+        except TypeError:
+            return None
+
+    return {"train_samples": size(train), "val_samples": size(val),
+            "train_batches": _epoch_steps(train)}
+
+
 def _default_study_name(model: nn.Module) -> str:
     return f"{model_identifiers(model)[0]}-{datetime.now():%Y%m%d-%H%M%S}"
 
@@ -95,18 +122,18 @@ def _epoch_steps(train: Iterable) -> int:
 
 
 def _training_step_seconds(student: nn.Module, teacher: nn.Module, train: Iterable,
-                           device: torch.device, loss_fn: Callable) -> float:
+                           device: torch.device, loss_fn: Callable, optimizer: str) -> float:
     """Seconds per KD fine-tuning step of `student` (a copy; its weights are thrown away)."""
     student = copy.deepcopy(student)
-    finetune(student, teacher, train, 1, 1e-4, Distillation(), device, loss_fn)  # warm-up
+    finetune(student, teacher, train, 1, 1e-4, Distillation(), device, loss_fn, optimizer)
     start = time.perf_counter()
-    finetune(student, teacher, train, 3, 1e-4, Distillation(), device, loss_fn)
+    finetune(student, teacher, train, 3, 1e-4, Distillation(), device, loss_fn, optimizer)
     return (time.perf_counter() - start) / 3
 
 
 def choose_finetune_steps(budget: Budget, train: Iterable, typical_student: nn.Module,
                           teacher: nn.Module, device: torch.device, loss_fn: Callable,
-                          log: Callable) -> int:
+                          optimizer: str, log: Callable) -> int:
     """Fine-tuning steps per trial: one epoch for a trial budget; else what fits the time.
 
     A time budget is split into TARGET_TRIALS trials, 70 % of each spent fine-tuning, at the
@@ -116,7 +143,7 @@ def choose_finetune_steps(budget: Budget, train: Iterable, typical_student: nn.M
     epoch = _epoch_steps(train)
     if budget.seconds is None:
         return epoch
-    step = _training_step_seconds(typical_student, teacher, train, device, loss_fn)
+    step = _training_step_seconds(typical_student, teacher, train, device, loss_fn, optimizer)
     steps = int(0.7 * budget.seconds / TARGET_TRIALS / step)
     chosen = max(10, min(MAX_FINETUNE_EPOCHS * epoch, steps))
     log(f"fine-tuning: {chosen} steps per trial ({chosen / epoch:.2f} epochs; a step of a "
@@ -150,9 +177,9 @@ class _CheckpointRetention:
 class _Progress:
     """One line per finished trial; stops the study when the next trial would overrun."""
 
-    def __init__(self, budget: Budget, baseline_latency: float, log: Callable):
+    def __init__(self, budget: Budget, baseline_latency: float, log: Callable, start: float):
         self.budget, self.baseline_latency, self.log = budget, baseline_latency, log
-        self.start = time.monotonic()
+        self.start = start
         self.durations: list[float] = []
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -215,6 +242,7 @@ def search(
     whose `pareto` lists the non-dominated models sorted by latency. `keep_checkpoints`
     "front" deletes the weights of trials that fall off the front; "all" keeps every trial's.
     """
+    started = time.monotonic()  # a time budget counts the whole call, set-up included
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -255,7 +283,7 @@ def search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed,
-                                         n_startup_trials=max(10, len(space.uniform_ratios) + 5))
+                                         n_startup_trials=max(8, len(space.uniform_ratios) + 5))
     study = optuna.create_study(study_name=study_name, storage=storage, directions=DIRECTIONS,
                                 sampler=sampler, load_if_exists=True)
 
@@ -268,13 +296,16 @@ def search(
         figures = measure(model, example_inputs, device, threads, LATENCY_MIN_RUN_TIME)
         baseline = {"accuracy": accuracy, **figures.to_dict()}
         study.set_user_attr("baseline", baseline)
+        study.set_user_attr("base_channels", kept_out_channels(model))
         study.set_user_attr("settings", {
-            "model": model_identifiers(model)[0], "space": space.fingerprint(),
+            "model": model_identifiers(model)[0], "model_source": model_source(model),
+            "checkpoint_dir": str((run_dir / "trials").resolve()), "space": space.fingerprint(),
             "dimensions": [d.to_dict() for d in dimensions], "device": str(device),
             "threads": threads, "batch_size": batch_size_of(example_inputs),
             "constraints": parsed_constraints, "budget": parsed_budget.describe(),
             "started": datetime.now().isoformat(timespec="seconds"),
-            "versions": {"torch": torch.__version__, "optuna": optuna.__version__}})
+            "data": _describe_data(train, val),
+            "versions": _library_versions()})
     log(f"unpruned: accuracy {baseline['accuracy']:.2%}, latency {baseline['latency_ms']:.2f} ms "
         f"at batch {batch_size_of(example_inputs)}, memory {baseline['memory_mb']:.1f} MiB, "
         f"{baseline['params'] / 1e6:.2f} M params, {baseline['macs'] / 1e6:.1f} M MACs")
@@ -289,7 +320,9 @@ def search(
                              config_from_params(uniform_params(space, dimensions, middle),
                                                 dimensions, space).sparsity,
                              "l2", ignored_names, space.round_to, device=device).model
-        steps = choose_finetune_steps(parsed_budget, train, typical, model, device, loss_fn, log)
+        steps = choose_finetune_steps(parsed_budget, train, typical, model, device, loss_fn,
+                                      space.optimizer, log)
+    study.set_user_attr("finetune_steps", steps)
     if not study.trials:
         for ratio in space.uniform_ratios:
             study.enqueue_trial(uniform_params(space, dimensions, ratio),
@@ -315,21 +348,24 @@ def search(
 
     done = len([t for t in study.trials if t.state == TrialState.COMPLETE])
     n_trials = None if parsed_budget.trials is None else max(0, parsed_budget.trials - done)
-    callbacks = [_Progress(parsed_budget, baseline["latency_ms"], log)]
+    callbacks = [_Progress(parsed_budget, baseline["latency_ms"], log, started)]
     if keep_checkpoints == "front":
         callbacks.insert(0, _CheckpointRetention(context.checkpoint_dir))
+    timeout = None
+    if parsed_budget.seconds is not None:
+        timeout = max(1.0, parsed_budget.seconds - (time.monotonic() - started))
     if n_trials != 0:
-        study.optimize(objective, n_trials=n_trials, timeout=parsed_budget.seconds,
+        study.optimize(objective, n_trials=n_trials, timeout=timeout,
                        catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
 
-    result = SearchResult(study, model, context.checkpoint_dir)
+    result = SearchResult(study, model, context.checkpoint_dir, storage=storage)
     if result.pareto:
         log(f"re-measuring the {len(result.pareto)} front members interleaved with the unpruned model ...")
         front = {str(c.trial): result.load(c.trial) for c in result.pareto}
         final = interleaved_latency_ms({"baseline": model, **front}, example_inputs, device, threads,
                                        rounds=FINAL_ROUNDS, min_run_time=LATENCY_MIN_RUN_TIME)
         study.set_user_attr("final_latency_ms", final)
-        result = SearchResult(study, model, context.checkpoint_dir)
+        result = SearchResult(study, model, context.checkpoint_dir, storage=storage)
     study.set_user_attr("finished", datetime.now().isoformat(timespec="seconds"))
     if write_report:
         result.report_path = result.report(run_dir / "report.html")

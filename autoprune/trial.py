@@ -92,7 +92,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
 
     start = clock()
     train_loss = finetune(pruned.model, ctx.base_model, ctx.train, ctx.finetune_steps, config.lr,
-                          config.distillation, ctx.device, ctx.loss_fn)
+                          config.distillation, ctx.device, ctx.loss_fn, ctx.space.optimizer)
     trial.set_user_attr("seconds_finetune", clock() - start)
     trial.set_user_attr("train_loss", train_loss)
 

@@ -50,3 +50,25 @@ def tiny_data(samples: int = 64, classes: int = 4, size: int = 8, batch_size: in
     data = TensorDataset(images, labels)
     return (DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator),
             DataLoader(data, batch_size=batch_size))
+
+
+class TinyTransformer(nn.Module):
+    """Patch embedding, one pre-norm transformer block (multi-head attention + MLP), a head."""
+
+    def __init__(self, dim: int = 16, heads: int = 2, hidden: int = 32, num_classes: int = 4):
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 4, stride=4)  # 8x8 image -> 4 tokens
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        normed = self.norm1(tokens)
+        tokens = tokens + self.attn(normed, normed, normed, need_weights=False)[0]
+        tokens = tokens + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(tokens))))
+        return self.head(tokens.mean(dim=1))
+

@@ -1,0 +1,77 @@
+"""The report's data, computed without a browser; and its size for a long study."""
+
+import datetime
+import random
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from autoprune.pareto import hypervolume
+from autoprune.report import render_report, report_data
+
+
+def synthetic_study(n: int, layers: int = 40) -> optuna.Study:
+    """A finished study of `n` trials shaped like autoprune's, with no model behind it."""
+    rng = random.Random(0)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    names = [f"layer{i}.conv" for i in range(layers)]
+    study.set_user_attr("baseline", {"accuracy": 0.99, "latency_ms": 40.0, "memory_mb": 45.0,
+                                     "params": 11_000_000, "macs": 37_000_000})
+    study.set_user_attr("base_channels", {name: 256 for name in names})
+    study.set_user_attr("settings", {"constraints": {"latency_ms": 20.0}})
+    start = datetime.datetime(2026, 11, 23, 20, 0)
+    for number in range(n):
+        sparsity = rng.uniform(0, 0.9)
+        latency = 40 * (1 - sparsity) + rng.uniform(0, 3)
+        accuracy = 0.99 - sparsity ** 3 * 0.3 - rng.uniform(0, 0.02)
+        memory = 45 * (1 - sparsity) ** 2 + 1
+        state = TrialState.FAIL if number % 97 == 5 else TrialState.COMPLETE
+        attrs = {"config": {}, "kept_channels": {name: int(256 * (1 - sparsity)) for name in names},
+                 "measurement": {"latency_ms": latency, "memory_mb": memory, "params": 1000,
+                                 "macs": 1000}, "speedup": 40 / latency}
+        if state == TrialState.FAIL:
+            attrs["failure"] = "RuntimeError: out of memory"
+        study.add_trial(FrozenTrial(
+            number=number, trial_id=number, state=state, value=None, intermediate_values={},
+            values=[accuracy, latency, memory] if state == TrialState.COMPLETE else None,
+            params={"sparsity:all": sparsity, "criterion": rng.choice(["l1", "l2"])},
+            distributions={"sparsity:all": FloatDistribution(0, 0.9),
+                           "criterion": CategoricalDistribution(["l1", "l2"])},
+            user_attrs=attrs, system_attrs={"constraints:latency_ms": latency - 20.0},
+            datetime_start=start + datetime.timedelta(seconds=6 * number),
+            datetime_complete=start + datetime.timedelta(seconds=6 * number + 5)))
+    return study
+
+
+def test_statuses_separate_front_dominated_infeasible_and_failed():
+    data = report_data(synthetic_study(60))
+    statuses = {r.status for r in data.rows}
+    assert statuses == {"front", "dominated", "infeasible", "failed"}
+    for row in data.rows:
+        if row.status == "infeasible":
+            assert row.latency_ms > 20.0
+    failed = [r for r in data.rows if r.status == "failed"]
+    assert all(r.note == "RuntimeError: out of memory" for r in failed)
+
+
+def test_hypervolume_never_decreases_as_trials_finish():
+    values = [v for _, _, v in report_data(synthetic_study(60)).hypervolume]
+    assert values == sorted(values) and values[-1] > 0
+
+
+def test_hypervolume_of_a_point_is_its_box_in_normalised_coordinates():
+    assert hypervolume([(0.5, 20.0, 45.0 / 2)], 40.0, 45.0) == pytest.approx(0.5 * 0.5 * 0.5)
+    assert hypervolume([(0.9, 50.0, 10.0)], 40.0, 45.0) == 0.0  # slower than the unpruned model
+
+
+def test_importance_is_computed_for_each_objective():
+    importance = report_data(synthetic_study(60)).importance
+    assert set(importance) == {"accuracy", "latency_ms", "memory_mb"}
+    assert importance["latency_ms"]["sparsity:all"] > importance["latency_ms"]["criterion"]
+
+
+def test_report_of_2000_trials_stays_small():
+    page = render_report(report_data(synthetic_study(2000)))
+    assert len(page.encode()) < 12_000_000
