@@ -15,7 +15,6 @@ peak memory of activations during one inference:
 
 from __future__ import annotations
 
-import copy
 import statistics
 import weakref
 from dataclasses import asdict, dataclass

@@ -10,6 +10,7 @@ import optuna
 import torch.nn as nn
 from optuna.trial import FrozenTrial
 
+from .artifacts import local_checkpoint
 from .checkpoint import load_checkpoint
 from .errors import AutopruneError, CheckpointError
 from .pareto import front_trials
@@ -54,12 +55,13 @@ def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
 class SearchResult:
     """A finished (or stopped) search: its front, its unpruned reference, and its models."""
 
-    def __init__(self, study: optuna.Study, base_model: nn.Module | None, checkpoint_dir: Path,
-                 report_path: Path | None = None, storage: str | None = None):
+    def __init__(self, study: optuna.Study, base_model: nn.Module | None, artifact_store,
+                 cache_dir: Path, report_path: Path | None = None, storage: str | None = None):
         self.study = study
         self.storage = storage
         self.base_model = base_model
-        self.checkpoint_dir = Path(checkpoint_dir)
+        self.artifact_store = artifact_store
+        self.cache_dir = Path(cache_dir)  # where checkpoints are downloaded to on this machine
         self.report_path = report_path
         attrs = study.user_attrs
         self.baseline = attrs["baseline"]
@@ -69,20 +71,24 @@ class SearchResult:
             key=lambda c: c.latency_ms)
 
     @classmethod
-    def from_storage(cls, study_name: str, storage: str,
-                     base_model: nn.Module | None = None) -> "SearchResult":
+    def from_storage(cls, study_name: str, storage: str, base_model: nn.Module | None = None,
+                     artifacts=None, cache_dir: str | Path | None = None) -> "SearchResult":
         """Reopen a study (finished or still running) from its storage.
 
         Without `base_model`, a timm model is rebuilt from the architecture recorded in the
-        study; any other model must be given to load or export trials.
+        study; any other model must be given to load or export trials. `artifacts` defaults to
+        the artifact directory the search used.
         """
         from .models import rebuild_base_model
+        from .storage import open_artifact_store
 
         study = optuna.load_study(study_name=study_name, storage=storage)
         settings = study.user_attrs.get("settings", {})
         if base_model is None:
             base_model = rebuild_base_model(settings.get("model_source"))
-        return cls(study, base_model, Path(settings["checkpoint_dir"]), storage=storage)
+        store = open_artifact_store(artifacts or settings["artifacts"])
+        cache = Path(cache_dir) if cache_dir else Path("reports") / study_name / "trials"
+        return cls(study, base_model, store, cache, storage=storage)
 
     def best(self, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
              min_accuracy: float | None = None, max_params: int | None = None) -> Candidate:
@@ -118,23 +124,21 @@ class SearchResult:
                                   "pass base_model= (the model you searched) to load or export")
 
     def checkpoint_path(self, trial: int) -> Path:
-        return self.checkpoint_dir / f"trial-{trial:05d}"
+        """The local directory of `trial`'s checkpoint, fetched from the artifact store."""
+        trials = self.study.get_trials(deepcopy=False)
+        return local_checkpoint(trials[trial], self.artifact_store, self.cache_dir)
 
     def load(self, trial: int | Candidate) -> nn.Module:
         """The pruned, fine-tuned model of `trial`, rebuilt from the base model, in eval mode."""
         number = trial.trial if isinstance(trial, Candidate) else int(trial)
         self._require_base_model()
-        path = self.checkpoint_path(number)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: no checkpoint for trial {number}; only front members "
-                                  "keep theirs unless the search ran with keep_checkpoints='all'")
-        return load_checkpoint(path, self.base_model)
+        return load_checkpoint(self.checkpoint_path(number), self.base_model)
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write the HTML report of this study to `path` (default: next to the checkpoints)."""
         from .report import write_report
 
-        path = Path(path) if path else self.checkpoint_dir.parent / "report.html"
+        path = Path(path) if path else self.cache_dir.parent / "report.html"
         return write_report(self.study, path, self.storage)
 
     def __repr__(self) -> str:

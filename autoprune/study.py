@@ -8,9 +8,9 @@ goes on.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
-import shutil
-import statistics
+import json
 import sys
 import time
 from datetime import datetime
@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from optuna.trial import TrialState
 
-from .budget import Budget, format_duration, parse_budget
+from .budget import Budget, parse_budget
+from .callbacks import CheckpointRetention, Progress
 from .config import config_from_params, uniform_params
 from .constraints import parse_constraints
 from .data import batch_size_of, first_batch, to_device
@@ -34,9 +35,9 @@ from .grouping import check_prunable, ignored_modules, plan_dimensions, run_mode
 from .measure import Measurement, interleaved_latency_ms, measure
 from .models import model_source
 from .prune import kept_out_channels, prune_copy
-from .pareto import front_trials
-from .result import SearchResult, candidate_from_trial
+from .result import SearchResult
 from .space import SearchSpace, model_identifiers, resolve_search_space
+from .storage import open_artifact_store, open_storage
 from .trial import TrialContext, run_trial
 
 DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, memory_mb
@@ -152,64 +153,83 @@ def choose_finetune_steps(budget: Budget, train: Iterable, typical_student: nn.M
 
 
 KEEP_CHECKPOINTS = ("front", "all")
+POLL_SECONDS = 2.0  # how often a worker waiting for others' trials looks again
 
 
-class _CheckpointRetention:
-    """Keeps disk bounded: removes the checkpoints of finished trials not on the front.
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's state (names, shapes and values): what "the same model" means."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
-    The front is judged on the figures measured during each trial. Only finished trials are
-    considered, so a trial still running (here or on another worker) keeps its files.
+
+def _open_study(name: str, storage, sampler) -> tuple[optuna.Study, bool]:
+    """The study and whether this call created it (only the creator enqueues references)."""
+    try:
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                   directions=DIRECTIONS), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    directions = [d.name.lower() for d in study.directions]
+    if directions != list(DIRECTIONS):
+        raise InvalidInputError(f"study {name!r} exists in this storage but is not an autoprune "
+                                f"study (directions {directions}); choose another study name")
+    return study, False
+
+
+def _check_same_search(study: optuna.Study, identity: dict, where: str) -> None:
+    """Refuse to add trials to a study that was started for another model or space."""
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_user_attr("identity", identity)
+        return
+    current = json.loads(json.dumps(identity))
+    differing = [key for key in current if stored.get(key) != current[key]]
+    if differing:
+        raise InvalidInputError(
+            f"study {study.study_name!r} in {where} was started by a different search: its "
+            f"{', '.join(differing)} differ from this one's. Results of different searches must "
+            "not mix: use another study name, or the same model, data and search space.")
+
+
+def _storage_url(storage) -> str:
+    return storage if isinstance(storage, str) else getattr(storage, "url", type(storage).__name__)
+
+
+def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callbacks: list,
+                progress: Progress, started: float) -> None:
+    """Run trials until the budget is spent: a study-wide trial total and/or this call's time.
+
+    With a trial total, a worker starts a trial only while fewer than the total are complete
+    or running; when the rest are running elsewhere it waits, failing stale trials (a dead
+    worker's) so that they are retried.
     """
+    deadline = None if budget.seconds is None else started + budget.seconds
+    while True:
+        if deadline is not None and time.monotonic() + progress.typical_trial_seconds() > deadline:
+            return
+        if budget.trials is not None:
+            states = [t.state for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
+            complete = states.count(TrialState.COMPLETE)
+            if complete >= budget.trials:
+                return
+            if len(states) >= budget.trials:
+                optuna.storages.fail_stale_trials(study)
+                time.sleep(POLL_SECONDS)
+                continue
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks,
+                       gc_after_trial=False)
 
-    def __init__(self, directory: Path):
-        self.directory = directory
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        keep = {t.number for t in front_trials(study)}
-        finished = {t.number for t in study.get_trials(deepcopy=False)
-                    if t.state.is_finished()}
-        for path in self.directory.glob("trial-*"):
-            number = int(path.name.removeprefix("trial-"))
-            if number in finished and number not in keep:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-class _Progress:
-    """One line per finished trial; stops the study when the next trial would overrun."""
-
-    def __init__(self, budget: Budget, baseline_latency: float, log: Callable, start: float):
-        self.budget, self.baseline_latency, self.log = budget, baseline_latency, log
-        self.start = start
-        self.durations: list[float] = []
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.datetime_start and trial.datetime_complete:
-            self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
-        elapsed = time.monotonic() - self.start
-        finished = [t for t in study.get_trials(deepcopy=False)
-                    if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
-        front = [candidate_from_trial(t, self.baseline_latency) for t in front_trials(study)]
-        if trial.state == TrialState.COMPLETE:
-            figures = trial.user_attrs["measurement"]
-            note = trial.user_attrs.get("skipped_finetune")
-            what = (f"acc {trial.values[0]:6.2%}" if not note else "not fine-tuned") + \
-                f" | {figures['latency_ms']:6.2f} ms ({trial.user_attrs['speedup']:.2f}x)" \
-                f" | {figures['memory_mb']:5.1f} MiB | {trial.user_attrs['config']['criterion']}"
-            if note:
-                what += f" | {note}"
-        else:
-            what = f"FAILED: {trial.user_attrs.get('failure', trial.state.name)}"
-        left = ""
-        if self.budget.seconds is not None:
-            left = f", {format_duration(self.budget.seconds - elapsed)} left"
-        best = max((c for c in front if c.speedup >= 1.5), key=lambda c: c.accuracy, default=None)
-        best_text = f", best at >=1.5x: {best.accuracy:.2%} at {best.speedup:.2f}x" if best else ""
-        self.log(f"[trial {trial.number:>3}] {what}   ({len(finished)} done{left}, "
-                 f"front {len(front)}{best_text})")
-        if self.budget.seconds is not None and self.durations:
-            typical = statistics.median(self.durations)
-            if elapsed + typical > self.budget.seconds:
-                study.stop()
+def _requeue_interrupted(study: optuna.Study, numbers: list[int]) -> None:
+    """Enqueue again, with the same parameters, the trials a Ctrl-C cut short."""
+    trials = study.get_trials(deepcopy=False)
+    for number in numbers:
+        study.enqueue_trial(trials[number].params, user_attrs={"retry_of": number},
+                            skip_if_exists=False)
 
 
 def search(
@@ -225,22 +245,27 @@ def search(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     search_space: str | Path | SearchSpace | None = None,
     ignored_layers: Iterable[str] = (),
-    storage: str | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
     output_dir: str | Path = "reports",
+    artifacts: Any = None,
     finetune_steps: int | None = None,
     threads: int | None = None,
     seed: int | None = 0,
     keep_checkpoints: str = "front",
     write_report: bool = True,
     verbose: bool = True,
+    extra_settings: dict | None = None,
 ) -> SearchResult:
     """Search for pruned versions of `model` trading accuracy against latency and memory.
 
-    `budget` is wall-clock time ("90s", "20m", "8h" or seconds) and/or `trials` a trial
-    count. `train` and `val` are iterables of (inputs, targets). Returns a `SearchResult`
-    whose `pareto` lists the non-dominated models sorted by latency. `keep_checkpoints`
-    "front" deletes the weights of trials that fall off the front; "all" keeps every trial's.
+    `budget` is this call's wall-clock time ("90s", "20m", "8h" or seconds) and/or `trials`
+    the study's total of completed trials, across restarts and workers. `train` and `val`
+    are iterables of (inputs, targets). Calling it again with the same `study_name` and
+    `storage` resumes the study; running it in several processes (on several machines with a
+    PostgreSQL `storage` and a shared `artifacts` directory) adds workers to it. Returns a
+    `SearchResult` whose `pareto` lists the non-dominated models sorted by latency.
+    `keep_checkpoints` "front" deletes the weights of trials that fall off the front.
     """
     started = time.monotonic()  # a time budget counts the whole call, set-up included
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
@@ -251,12 +276,12 @@ def search(
     device = _resolve_device(device)
     if finetune_steps is not None and (not isinstance(finetune_steps, int) or finetune_steps < 0):
         raise InvalidInputError(f"finetune_steps must be a non-negative integer, got {finetune_steps!r}")
-    threads = threads or torch.get_num_threads()
-    metric = metric or top1_accuracy
-    loss_fn = loss or F.cross_entropy
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise InvalidInputError(f"keep_checkpoints must be one of {KEEP_CHECKPOINTS}, "
                                 f"got {keep_checkpoints!r}")
+    threads = threads or torch.get_num_threads()
+    metric = metric or top1_accuracy
+    loss_fn = loss or F.cross_entropy
     if isinstance(ignored_layers, str):
         ignored_layers = [ignored_layers]
     space = resolve_search_space(model, search_space)
@@ -269,52 +294,63 @@ def search(
 
     ignored = ignored_modules(model, example_inputs, [*space.ignored_layers, *ignored_layers])
     names = {module: name for name, module in model.named_modules()}
+    ignored_names = [names[m] for m in ignored if m in names]
     dimensions = plan_dimensions(model, example_inputs, space.stage_pattern,
                                  space.max_dimensions, ignored)
     check_prunable(dimensions, type(model).__name__)
 
     study_name = study_name or _default_study_name(model)
     run_dir = Path(output_dir) / study_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{run_dir / 'study.db'}"
-    log(f"autoprune: study {study_name!r} in {storage}; checkpoints and report in {run_dir}/")
+    storage = open_storage(storage or f"sqlite:///{run_dir / 'study.db'}")
+    where = _storage_url(storage)
+    identity = {"model": f"{type(model).__module__}.{type(model).__qualname__} "
+                         f"{model_identifiers(model)[0]}",
+                "weights_sha256": model_fingerprint(model), "search_space": space.fingerprint(),
+                "dimensions": [d.name for d in dimensions], "constraints": parsed_constraints,
+                "device": device.type, "batch_size": batch_size_of(example_inputs)}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed, constant_liar=True,
+                                         n_startup_trials=max(8, len(space.uniform_ratios) + 5))
+    study, created = _open_study(study_name, storage, sampler)
+    _check_same_search(study, identity, where)
+    if created:  # enqueued once per study, whatever the number of workers
+        for ratio in space.uniform_ratios:
+            study.enqueue_trial(uniform_params(space, dimensions, ratio),
+                                user_attrs={"reference": f"uniform {ratio:g}"})
+    artifact_location = artifacts if artifacts is not None else run_dir / "artifacts"
+    store = open_artifact_store(artifact_location)
+    cache_dir = run_dir / "trials"
+    log(f"autoprune: study {study_name!r} ({'new' if created else 'resumed or joined'}) in "
+        f"{where}; checkpoints in {artifact_location}; report in {run_dir}/")
     log(f"search space {space.family!r} ({space.source}): {len(dimensions)} sparsity dimensions, "
         f"criteria {', '.join(space.criteria)}; budget {parsed_budget.describe()}")
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed,
-                                         n_startup_trials=max(8, len(space.uniform_ratios) + 5))
-    study = optuna.create_study(study_name=study_name, storage=storage, directions=DIRECTIONS,
-                                sampler=sampler, load_if_exists=True)
 
     if seed is not None:
         torch.manual_seed(seed)
     baseline = study.user_attrs.get("baseline")
-    if baseline is None:
+    if baseline is None:  # also a worker whose creator died before measuring it
         log("measuring the unpruned model ...")
         accuracy = evaluate(model, val, device, metric)
         figures = measure(model, example_inputs, device, threads, LATENCY_MIN_RUN_TIME)
         baseline = {"accuracy": accuracy, **figures.to_dict()}
-        study.set_user_attr("baseline", baseline)
         study.set_user_attr("base_channels", kept_out_channels(model))
         study.set_user_attr("settings", {
             "model": model_identifiers(model)[0], "model_source": model_source(model),
-            "checkpoint_dir": str((run_dir / "trials").resolve()), "space": space.fingerprint(),
-            "dimensions": [d.to_dict() for d in dimensions], "device": str(device),
-            "threads": threads, "batch_size": batch_size_of(example_inputs),
+            "artifacts": str(Path(artifact_location).resolve())
+            if isinstance(artifact_location, (str, Path)) else repr(artifact_location),
+            "space": space.fingerprint(), "dimensions": [d.to_dict() for d in dimensions],
+            "device": str(device), "threads": threads, "batch_size": batch_size_of(example_inputs),
             "constraints": parsed_constraints, "budget": parsed_budget.describe(),
             "started": datetime.now().isoformat(timespec="seconds"),
-            "data": _describe_data(train, val),
-            "versions": _library_versions()})
+            "data": _describe_data(train, val), "versions": _library_versions(),
+            **(extra_settings or {})})
+        study.set_user_attr("baseline", baseline)
     log(f"unpruned: accuracy {baseline['accuracy']:.2%}, latency {baseline['latency_ms']:.2f} ms "
         f"at batch {batch_size_of(example_inputs)}, memory {baseline['memory_mb']:.1f} MiB, "
         f"{baseline['params'] / 1e6:.2f} M params, {baseline['macs'] / 1e6:.1f} M MACs")
 
-    gradient_batches = [to_device(b, device) for b in itertools.islice(train, GRADIENT_BATCHES)]
-    ignored_names = [names[m] for m in ignored if m in names]
-    if finetune_steps is not None:
-        steps = finetune_steps
-    else:
+    steps = finetune_steps if finetune_steps is not None else study.user_attrs.get("finetune_steps")
+    if steps is None:  # the first process decides, so every trial of the study is alike
         middle = sorted(space.uniform_ratios or [0.5])[len(space.uniform_ratios) // 2]
         typical = prune_copy(model, example_inputs, dimensions,
                              config_from_params(uniform_params(space, dimensions, middle),
@@ -322,50 +358,63 @@ def search(
                              "l2", ignored_names, space.round_to, device=device).model
         steps = choose_finetune_steps(parsed_budget, train, typical, model, device, loss_fn,
                                       space.optimizer, log)
-    study.set_user_attr("finetune_steps", steps)
-    if not study.trials:
-        for ratio in space.uniform_ratios:
-            study.enqueue_trial(uniform_params(space, dimensions, ratio),
-                                user_attrs={"reference": f"uniform {ratio:g}"})
+        study.set_user_attr("finetune_steps", steps)
 
     context = TrialContext(
         base_model=model, example_inputs=example_inputs, dimensions=dimensions,
-        ignored_names=ignored_names, space=space, train=train,
-        val=val, device=device, threads=threads, finetune_steps=steps,
-        constraints=parsed_constraints, baseline_accuracy=baseline["accuracy"],
+        ignored_names=ignored_names, space=space, train=train, val=val, device=device,
+        threads=threads, finetune_steps=steps, constraints=parsed_constraints,
+        baseline_accuracy=baseline["accuracy"],
         baseline=Measurement(**{k: v for k, v in baseline.items() if k != "accuracy"}),
-        checkpoint_dir=run_dir / "trials", metric=metric, loss_fn=loss_fn,
-        gradient_batches=gradient_batches, latency_run_time=LATENCY_MIN_RUN_TIME)
+        artifact_store=store, metric=metric, loss_fn=loss_fn,
+        gradient_batches=[to_device(b, device) for b in itertools.islice(train, GRADIENT_BATCHES)],
+        latency_run_time=LATENCY_MIN_RUN_TIME)
+    interrupted: list[int] = []
 
     def objective(trial: optuna.Trial):
+        if parsed_budget.trials is not None:
+            ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                          TrialState.RUNNING))
+                     if t.state == TrialState.COMPLETE or t.number < trial.number]
+            if len(ahead) >= parsed_budget.trials:
+                trial.set_user_attr("surplus", f"the study's {parsed_budget.trials} trials are "
+                                               "complete or running elsewhere")
+                raise optuna.TrialPruned()
         try:
             return run_trial(trial, context)
+        except KeyboardInterrupt:
+            trial.set_user_attr("failure", "interrupted (Ctrl-C); enqueued again")
+            interrupted.append(trial.number)
+            raise
         except Exception as err:  # one trial's failure must not end the study
             trial.set_user_attr("failure", f"{type(err).__name__}: {err}"[:2000])
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             raise
 
-    done = len([t for t in study.trials if t.state == TrialState.COMPLETE])
-    n_trials = None if parsed_budget.trials is None else max(0, parsed_budget.trials - done)
-    callbacks = [_Progress(parsed_budget, baseline["latency_ms"], log, started)]
+    progress = Progress(parsed_budget, baseline["latency_ms"], log, started)
+    callbacks = [progress]
     if keep_checkpoints == "front":
-        callbacks.insert(0, _CheckpointRetention(context.checkpoint_dir))
-    timeout = None
-    if parsed_budget.seconds is not None:
-        timeout = max(1.0, parsed_budget.seconds - (time.monotonic() - started))
-    if n_trials != 0:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout,
-                       catch=(Exception,), callbacks=callbacks, gc_after_trial=False)
+        callbacks.insert(0, CheckpointRetention(store, cache_dir))
+    result = SearchResult(study, model, store, cache_dir, storage=where)
+    try:
+        _run_trials(study, objective, parsed_budget, callbacks, progress, started)
+    except KeyboardInterrupt:
+        _requeue_interrupted(study, interrupted)
+        if write_report:
+            log(f"report of the trials so far: {result.report(run_dir / 'report.html')}")
+        log(f"interrupted. Finished trials are kept in {where}; to resume, run the same command "
+            f"again (study {study_name!r}); an interrupted trial runs again first.")
+        raise
 
-    result = SearchResult(study, model, context.checkpoint_dir, storage=storage)
+    result = SearchResult(study, model, store, cache_dir, storage=where)
     if result.pareto:
         log(f"re-measuring the {len(result.pareto)} front members interleaved with the unpruned model ...")
         front = {str(c.trial): result.load(c.trial) for c in result.pareto}
         final = interleaved_latency_ms({"baseline": model, **front}, example_inputs, device, threads,
                                        rounds=FINAL_ROUNDS, min_run_time=LATENCY_MIN_RUN_TIME)
         study.set_user_attr("final_latency_ms", final)
-        result = SearchResult(study, model, context.checkpoint_dir, storage=storage)
+        result = SearchResult(study, model, store, cache_dir, storage=where)
     study.set_user_attr("finished", datetime.now().isoformat(timespec="seconds"))
     if write_report:
         result.report_path = result.report(run_dir / "report.html")

@@ -7,6 +7,7 @@ where the time went (`seconds_*` user attributes).
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import optuna
 import torch
 import torch.nn as nn
 
+from .artifacts import upload_checkpoint
 from .checkpoint import save_checkpoint
 from .config import suggest_config
 from .constraints import accuracy_excess, hard_excess
@@ -44,7 +46,7 @@ class TrialContext:
     constraints: dict[str, float]
     baseline_accuracy: float
     baseline: Measurement
-    checkpoint_dir: Path
+    artifact_store: Any
     metric: Callable
     loss_fn: Callable
     gradient_batches: list = field(default_factory=list)
@@ -104,9 +106,10 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         trial.set_constraint("max_accuracy_drop", drop_excess)
 
     start = clock()
-    save_checkpoint(ctx.checkpoint_dir / f"trial-{trial.number:05d}", pruned.model,
-                    ctx.base_model, pruned.history, ctx.example_inputs,
-                    extra={"trial": trial.number, "config": config.to_dict(),
-                           "measurement": figures.to_dict(), "accuracy": accuracy})
+    with tempfile.TemporaryDirectory(prefix="autoprune-trial-") as staging:
+        save_checkpoint(staging, pruned.model, ctx.base_model, pruned.history, ctx.example_inputs,
+                        extra={"trial": trial.number, "config": config.to_dict(),
+                               "measurement": figures.to_dict(), "accuracy": accuracy})
+        upload_checkpoint(trial, Path(staging), ctx.artifact_store)
     trial.set_user_attr("seconds_save", clock() - start)
     return objectives(accuracy, figures)

@@ -76,7 +76,7 @@ def test_clicking_a_front_point_opens_its_trial_card(report, browser):
     title = card.find_element(By.TAG_NAME, "h3").text
     number = int(title.removeprefix("Trial "))
     assert number in front
-    assert f"autoprune export browser" in card.text and f"--trial {number}" in card.text
+    assert "autoprune export browser" in card.text and f"--trial {number}" in card.text
     assert "speedup" in card.text and "criterion" in card.text
     bars = browser.find_elements(By.CSS_SELECTOR, "#layers .bars .point")
     assert len(bars) == len(report.study.user_attrs["base_channels"])

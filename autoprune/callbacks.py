@@ -1,0 +1,77 @@
+"""Callbacks run after every trial: progress lines, and the checkpoint retention policy."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .artifacts import remove_checkpoint
+from .budget import Budget, format_duration
+from .pareto import front_trials
+from .result import candidate_from_trial
+
+
+class CheckpointRetention:
+    """Keeps disk bounded: deletes the checkpoints of finished trials not on the front.
+
+    The front is judged on the figures measured during each trial. Only finished trials are
+    considered, so a trial still running (here or on another worker) keeps its files.
+    """
+
+    def __init__(self, artifact_store, cache_dir: Path):
+        self.artifact_store, self.cache_dir = artifact_store, cache_dir
+        self.removed: set[int] = set()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        keep = {t.number for t in front_trials(study)}
+        for finished in study.get_trials(deepcopy=False):
+            if (finished.state.is_finished() and finished.number not in keep
+                    and finished.number not in self.removed
+                    and finished.user_attrs.get("checkpoint_artifacts")):
+                remove_checkpoint(finished, self.artifact_store, self.cache_dir)
+                self.removed.add(finished.number)
+
+
+class Progress:
+    """One line per finished trial: what it gave, trials done, time left, the front."""
+
+    def __init__(self, budget: Budget, baseline_latency: float, log: Callable, start: float):
+        self.budget, self.baseline_latency, self.log = budget, baseline_latency, log
+        self.start = start
+        self.durations: list[float] = []
+
+    def typical_trial_seconds(self) -> float:
+        return statistics.median(self.durations) if self.durations else 0.0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE and trial.datetime_start and trial.datetime_complete:
+            self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+        trials = study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+        front = [candidate_from_trial(t, self.baseline_latency) for t in front_trials(study)]
+        if trial.state == TrialState.COMPLETE:
+            figures = trial.user_attrs["measurement"]
+            skipped = trial.user_attrs.get("skipped_finetune")
+            what = ("not fine-tuned" if skipped else f"acc {trial.values[0]:6.2%}") + \
+                f" | {figures['latency_ms']:6.2f} ms ({trial.user_attrs['speedup']:.2f}x)" \
+                f" | {figures['memory_mb']:5.1f} MiB | {trial.params.get('criterion')}"
+            if skipped:
+                what += f" | {skipped}"
+        elif trial.state == TrialState.PRUNED:
+            what = f"not run: {trial.user_attrs.get('surplus', 'pruned')}"
+        else:
+            what = f"FAILED: {trial.user_attrs.get('failure', trial.state.name)}"
+        target = f"/{self.budget.trials}" if self.budget.trials else ""
+        left = ""
+        if self.budget.seconds is not None:
+            elapsed = time.monotonic() - self.start
+            left = f", {format_duration(self.budget.seconds - elapsed)} left"
+        best = max((c for c in front if c.speedup >= 1.5), key=lambda c: c.accuracy, default=None)
+        best_text = f", best at >=1.5x: {best.accuracy:.2%} at {best.speedup:.2f}x" if best else ""
+        self.log(f"[trial {trial.number:>3}] {what}   ({done}{target} complete{left}, "
+                 f"front {len(front)}{best_text})")
