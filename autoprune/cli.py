@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--output-dir", default="reports")
         return sub
 
+    worker = commands.add_parser(
+        "worker", help="join a study started by `autoprune search` and run its trials")
+    worker.add_argument("--study-name", required=True)
+    worker.add_argument("--storage", required=True, help="the study's storage URL")
+    worker.add_argument("--artifacts", help="artifact directory (default: the one the study uses)")
+    worker.add_argument("--device", help="default: the study's")
+    worker.add_argument("--threads", type=int)
+    worker.add_argument("--budget", help="this worker's time (default: until the study's trial "
+                                         "total is reached, or the study's time budget)")
+    worker.add_argument("--output-dir", default="reports")
+
     report = study_command("report", "write the HTML report of a study (also while it runs)")
     report.add_argument("--output", help="HTML file (default: <output-dir>/<study>/report.html)")
 
@@ -142,25 +153,61 @@ def _load_model(args):
     return digits_model(args.model, Path(args.output_dir) / "models", epochs=args.train_epochs)
 
 
-def search_command(args) -> int:
+SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train_epochs",
+                  "budget", "trials", "constraint", "device", "threads", "search_space",
+                  "ignore_layer", "finetune_steps", "seed")  # what a worker repeats
+
+
+def search_command(args, artifacts=None) -> int:
     from .data import digits_loaders
     from .study import search
 
     train, val = digits_loaders(batch_size=args.batch_size, seed=args.seed)
     model = _load_model(args)
     budget = args.budget if args.budget or args.trials else "4m"
-    search(model, budget, trials=args.trials, train=train, val=val,
-           constraints=dict(args.constraint), device=args.device, threads=args.threads,
-           search_space=args.search_space, ignored_layers=args.ignore_layer,
-           finetune_steps=args.finetune_steps, storage=args.storage, study_name=args.study_name,
-           output_dir=args.output_dir, seed=args.seed)
+    cli = {key: getattr(args, key) for key in SEARCH_OPTIONS}
+    try:
+        search(model, budget, trials=args.trials, train=train, val=val,
+               constraints=dict(args.constraint), device=args.device, threads=args.threads,
+               search_space=args.search_space, ignored_layers=args.ignore_layer,
+               finetune_steps=args.finetune_steps, storage=args.storage,
+               study_name=args.study_name, output_dir=args.output_dir, seed=args.seed,
+               artifacts=artifacts, extra_settings={"cli": cli})
+    except KeyboardInterrupt:
+        print("autoprune: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
+
+
+def worker_command(args) -> int:
+    """Repeat the study's own `autoprune search` options against its storage."""
+    import optuna
+
+    from .storage import open_storage
+
+    try:
+        study = optuna.load_study(study_name=args.study_name, storage=open_storage(args.storage))
+    except KeyError:
+        raise InvalidInputError(f"study {args.study_name!r} not found in {args.storage}: start it "
+                                "with `autoprune search --storage ... --study-name ...`") from None
+    settings = study.user_attrs.get("settings", {})
+    if "cli" not in settings:
+        raise InvalidInputError(f"study {args.study_name!r} was not started by `autoprune search` "
+                                "(it was started from Python): run the same script on each worker")
+    options = argparse.Namespace(**settings["cli"])
+    options.storage, options.study_name, options.output_dir = (args.storage, args.study_name,
+                                                               args.output_dir)
+    options.constraint = [tuple(pair) for pair in options.constraint]
+    for key in ("device", "threads", "budget"):
+        if getattr(args, key) is not None:
+            setattr(options, key, getattr(args, key))
+    return search_command(options, artifacts=args.artifacts or settings.get("artifacts"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"search": search_command, "report": report_command,
+        commands = {"search": search_command, "worker": worker_command, "report": report_command,
                     "export": export_command, "select": select_command}
         return commands[args.command](args)
     except AutopruneError as err:

@@ -1,7 +1,7 @@
 """Where a study lives: Optuna's RDB storage with heartbeats, and its artifact store.
 
 SQLite is the single-machine default and PostgreSQL the multi-machine one (`pip install
-'autoprune[postgres]'`). Every worker sends a heartbeat while a trial runs; a trial whose
+'autoprune[postgres]'`, psycopg 3). Every worker sends a heartbeat while a trial runs; a trial whose
 heartbeat stops (the process was killed, the machine rebooted) is marked failed by the next
 worker that starts a trial, and Optuna's `RetryHeartbeatStaleTrialCallback` enqueues it
 again with the same parameters. Trial checkpoints go to an artifact store (a directory every
@@ -31,10 +31,10 @@ def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT
                                 f"postgresql://user@host/db, got {storage!r}")
     scheme = storage.split("://")[0]
     if scheme.startswith("postgresql"):
-        try:
-            import psycopg2  # noqa: F401
+        try:  # SQLAlchemy 2.1 reads postgresql:// with psycopg 3
+            import psycopg  # noqa: F401
         except ImportError:
-            raise InvalidInputError("a PostgreSQL storage needs psycopg2: "
+            raise InvalidInputError("a PostgreSQL storage needs psycopg: "
                                     "pip install 'autoprune[postgres]'") from None
     elif not scheme.startswith(("sqlite", "mysql")):
         raise InvalidInputError(f"unsupported storage {storage!r}: use sqlite:/// or postgresql://")

@@ -22,3 +22,13 @@ def tiny_model():
 @pytest.fixture
 def loaders():
     return tiny_data()
+
+
+@pytest.fixture(autouse=True)
+def quick_timing(request, monkeypatch):
+    """Short latency timing for tiny models; the slow end-to-end tests time for real."""
+    if request.node.get_closest_marker("slow") is None:
+        import autoprune.study
+
+        monkeypatch.setattr(autoprune.study, "LATENCY_MIN_RUN_TIME", 0.02)
+        monkeypatch.setattr(autoprune.study, "FINAL_ROUNDS", 2)

@@ -6,17 +6,10 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 
 import autoprune
-import autoprune.study
 import autoprune.trial
 from autoprune.errors import InvalidInputError
 from autoprune.evaluate import evaluate
 from tiny_models import TinyResNet, tiny_data
-
-
-@pytest.fixture(autouse=True)
-def quick_timing(monkeypatch):
-    monkeypatch.setattr(autoprune.study, "LATENCY_MIN_RUN_TIME", 0.02)
-    monkeypatch.setattr(autoprune.study, "FINAL_ROUNDS", 2)
 
 
 def run(tmp_path, model=None, loaders=None, **kwargs):

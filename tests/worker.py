@@ -1,0 +1,22 @@
+"""A search worker process for the fault-injection tests: `python worker.py URL STUDY N DIR`."""
+
+import os
+import sys
+
+import torch
+
+import autoprune
+import autoprune.study
+from autoprune.storage import open_storage
+from tiny_models import TinyResNet, tiny_data
+
+url, study_name, trials, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+autoprune.study.LATENCY_MIN_RUN_TIME = 0.02
+autoprune.study.FINAL_ROUNDS = 1
+torch.manual_seed(0)  # every worker holds the same model
+model = TinyResNet()
+train, val = tiny_data()
+autoprune.search(model, trials=trials, train=train, val=val, study_name=study_name,
+                 storage=open_storage(url, heartbeat_interval=1, grace_period=3),
+                 output_dir=out, artifacts=f"{out}/artifacts", finetune_steps=150, threads=1,
+                 write_report=os.environ.get("WRITE_REPORT") == "1")
