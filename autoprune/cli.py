@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite file in the run dir)")
     run.add_argument("--study-name", help="study name (default: model name and time)")
     run.add_argument("--output-dir", default="reports", help="where runs are written")
+    run.add_argument("--artifacts", help="checkpoint directory every worker can reach "
+                                         "(default: <output-dir>/<study>/artifacts)")
     run.add_argument("--seed", type=int, default=0)
 
     def study_command(name: str, help: str) -> argparse.ArgumentParser:
@@ -158,7 +160,7 @@ SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train
                   "ignore_layer", "finetune_steps", "seed")  # what a worker repeats
 
 
-def search_command(args, artifacts=None) -> int:
+def search_command(args) -> int:
     from .data import digits_loaders
     from .study import search
 
@@ -172,7 +174,7 @@ def search_command(args, artifacts=None) -> int:
                search_space=args.search_space, ignored_layers=args.ignore_layer,
                finetune_steps=args.finetune_steps, storage=args.storage,
                study_name=args.study_name, output_dir=args.output_dir, seed=args.seed,
-               artifacts=artifacts, extra_settings={"cli": cli})
+               artifacts=args.artifacts, extra_settings={"cli": cli})
     except KeyboardInterrupt:
         print("autoprune: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -201,7 +203,8 @@ def worker_command(args) -> int:
     for key in ("device", "threads", "budget"):
         if getattr(args, key) is not None:
             setattr(options, key, getattr(args, key))
-    return search_command(options, artifacts=args.artifacts or settings.get("artifacts"))
+    options.artifacts = args.artifacts or settings.get("artifacts")
+    return search_command(options)
 
 
 def main(argv: list[str] | None = None) -> int:
