@@ -114,6 +114,7 @@ def report_command(args) -> int:
     from .report import write_report
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _default_storage(args)
     try:
         study = optuna.load_study(study_name=args.study, storage=storage)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import shlex
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -87,10 +88,10 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
 
 
 def _importance(trials: list[FrozenTrial]) -> dict[str, dict[str, float]]:
-    """fANOVA importance of each searched parameter for each objective.
+    """Importance of each searched parameter for each objective (Optuna's default, PED-ANOVA).
 
+    PED-ANOVA scores what it takes to reach *low* target values, so accuracy is negated.
     Only fine-tuned, completed trials count (a skipped trial's accuracy is not a result).
-    fANOVA measures variance explained, so the direction of an objective does not matter.
     """
     usable = [t for t in trials if t.state == TrialState.COMPLETE
               and not t.user_attrs.get("skipped_finetune")]
@@ -98,13 +99,16 @@ def _importance(trials: list[FrozenTrial]) -> dict[str, dict[str, float]]:
         return {}
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     study.add_trials(usable)
+    signs = {"accuracy": -1.0, "latency_ms": 1.0, "memory_mb": 1.0}
     result = {}
     for index, name in enumerate(OBJECTIVES):
-        try:
-            result[name] = optuna.importance.get_param_importances(
-                study, target=lambda t, i=index: t.values[i])
-        except (RuntimeError, ValueError):  # e.g. every trial has the same value
-            continue
+        with warnings.catch_warnings():  # it warns that it minimises; the sign is handled above
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                result[name] = optuna.importance.get_param_importances(
+                    study, target=lambda t, i=index: signs[name] * t.values[i])
+            except (RuntimeError, ValueError):  # e.g. every trial has the same value
+                continue
     return result
 
 
@@ -215,10 +219,10 @@ def _importance_figure(data: ReportData):
         names = list(importances)
         fig.add_trace(go.Bar(x=[importances[n] for n in names], y=names, orientation="h",
                              name=objective))
-    fig.update_layout(title="Which searched parameters mattered (fANOVA, per objective)",
+    fig.update_layout(title="Which searched parameters mattered (PED-ANOVA, per objective)",
                       template="plotly_white", barmode="group",
                       height=max(300, 60 + 22 * len(next(iter(data.importance.values()), {})) * 3),
-                      xaxis_title="importance (share of variance)")
+                      xaxis_title="importance (normalised per objective)")
     return fig
 
 

@@ -10,6 +10,7 @@ worker can reach, or any `optuna.artifacts` store), so any machine can export an
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -41,10 +42,13 @@ def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT
     if scheme.startswith("sqlite"):
         Path(storage.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(storage, heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period or 2 * heartbeat_interval,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRIES),
-                          engine_kwargs={"pool_pre_ping": True} if not scheme.startswith("sqlite") else None)
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since v2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                storage, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period or 2 * heartbeat_interval,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRIES),
+                engine_kwargs=None if scheme.startswith("sqlite") else {"pool_pre_ping": True})
     except Exception as err:  # SQLAlchemy raises many types for a bad URL or a down server
         raise InvalidInputError(f"cannot open storage {storage!r}: {type(err).__name__}: {err}") from err
 
