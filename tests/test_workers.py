@@ -65,7 +65,7 @@ def finish(worker: subprocess.Popen, timeout=300) -> None:
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_postgres)])
 def test_killed_worker_trial_is_rerun_with_same_parameters_and_total_is_exact(tmp_path, kind):
     url, study = storage_url(kind, tmp_path), f"kill-{uuid.uuid4().hex[:8]}"
-    first = start_worker(url, study, 5, tmp_path)
+    first = start_worker(url, study, 4, tmp_path)
     wait_for_trial_in_flight(url, study, first)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -75,11 +75,11 @@ def test_killed_worker_trial_is_rerun_with_same_parameters_and_total_is_exact(tm
     done_before = {t.number: (t.params, t.values) for t in before if t.state == TrialState.COMPLETE}
     time.sleep(3.5)  # past the heartbeat grace period: the killed trial is stale
 
-    finish(start_worker(url, study, 5, tmp_path))  # the next worker resumes the study
+    finish(start_worker(url, study, 4, tmp_path))  # the next worker resumes the study
 
     after = trials_of(url, study)
     states = [t.state for t in after]
-    assert states.count(TrialState.COMPLETE) == 5
+    assert states.count(TrialState.COMPLETE) == 4
     assert TrialState.RUNNING not in states
     assert after[killed.number].state == TrialState.FAIL
     retries = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
@@ -110,12 +110,12 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_says_how_to_re
 @needs_postgres
 def test_four_workers_share_one_postgres_study(tmp_path):
     study = f"four-{uuid.uuid4().hex[:8]}"
-    workers = [start_worker(POSTGRES, study, 8, tmp_path) for _ in range(4)]
+    workers = [start_worker(POSTGRES, study, 6, tmp_path) for _ in range(4)]
     for worker in workers:
         finish(worker, timeout=600)
     trials = trials_of(POSTGRES, study)
     states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) == 8
+    assert states.count(TrialState.COMPLETE) == 6
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # unique, none lost
     references = [t.user_attrs["reference"] for t in trials if "reference" in t.user_attrs]
