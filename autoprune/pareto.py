@@ -21,14 +21,19 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(value <= 0 for value in trial.constraints.values())
 
 
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    (acc_a, lat_a, mem_a), (acc_b, lat_b, mem_b) = a, b
-    no_worse = acc_a >= acc_b and lat_a <= lat_b and mem_a <= mem_b
-    return no_worse and (acc_a > acc_b or lat_a < lat_b or mem_a < mem_b)
-
-
 def non_dominated(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if not any(_dominates(o.values, t.values) for o in trials if o is not t)]
+    """The trials no other beats on every objective (vectorised: runs after every trial)."""
+    if not trials:
+        return []
+    # As losses: lower is better on every column.
+    losses = np.array([(-t.values[0], t.values[1], t.values[2]) for t in trials])
+    dominated = np.zeros(len(trials), dtype=bool)
+    for start in range(0, len(trials), 512):  # in blocks, so memory stays small for long studies
+        block = losses[None, start:start + 512, :]
+        no_worse = (losses[:, None, :] <= block).all(axis=2)  # [i, j]: i is no worse than j
+        better = (losses[:, None, :] < block).any(axis=2)
+        dominated[start:start + 512] = (no_worse & better).any(axis=0)
+    return [t for t, lost in zip(trials, dominated) if not lost]
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -75,3 +75,17 @@ def test_importance_is_computed_for_each_objective():
 def test_report_of_2000_trials_stays_small():
     page = render_report(report_data(synthetic_study(2000)))
     assert len(page.encode()) < 12_000_000
+
+
+def test_front_matches_the_definition_of_dominance():
+    from autoprune.pareto import front_trials, is_feasible
+
+    study = synthetic_study(300)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE and is_feasible(t)]
+
+    def dominates(a, b):
+        no_worse = a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2]
+        return no_worse and (a[0] > b[0] or a[1] < b[1] or a[2] < b[2])
+
+    expected = {t.number for t in done if not any(dominates(o.values, t.values) for o in done)}
+    assert {t.number for t in front_trials(study)} == expected
