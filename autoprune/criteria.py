@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch.nn as nn
 import torch_pruning as tp
 
 
@@ -20,22 +21,33 @@ class Criterion:
     make_importance: Callable[[], object]
     needs_gradients: bool = False
     description: str = ""
+    needs_modules: tuple[type, ...] = ()   # scores nothing in a model without one of these
 
 
 CRITERIA: dict[str, Criterion] = {}
 
 
-def register_criterion(name: str, needs_gradients: bool = False):
+def register_criterion(name: str, needs_gradients: bool = False,
+                       needs_modules: tuple[type, ...] = ()):
     """Decorator: register a zero-argument factory of a Torch-Pruning importance under `name`."""
 
     def decorate(factory: Callable[[], object]) -> Callable[[], object]:
         if name in CRITERIA:
             raise ValueError(f"pruning criterion {name!r} is already registered")
         CRITERIA[name] = Criterion(name, factory, needs_gradients,
-                                   (factory.__doc__ or "").strip())
+                                   (factory.__doc__ or "").strip(), needs_modules)
         return factory
 
     return decorate
+
+
+def usable_criteria(model: nn.Module, names) -> tuple[str, ...]:
+    """The criteria in `names` that can rank `model`'s channels (bn_scale needs BatchNorm):
+    Torch-Pruning silently skips groups a criterion cannot score, so a trial would prune nothing."""
+    present = {type(module) for module in model.modules()}
+    return tuple(name for name in names
+                 if not CRITERIA[name].needs_modules
+                 or any(issubclass(t, CRITERIA[name].needs_modules) for t in present))
 
 
 def get_criterion(name: str) -> Criterion:
@@ -63,7 +75,7 @@ def _taylor():
     return tp.importance.GroupTaylorImportance()
 
 
-@register_criterion("bn_scale")
+@register_criterion("bn_scale", needs_modules=(nn.modules.batchnorm._BatchNorm,))
 def _bn_scale():
     """Network slimming: |gamma| of the BatchNorm after each channel."""
     return tp.importance.BNScaleImportance()

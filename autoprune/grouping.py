@@ -2,8 +2,9 @@
 
 Torch-Pruning's dependency graph yields *groups*: sets of layers whose channels must be
 removed together. Each group is either part of a residual **stream** (its width is tied to
-other blocks' outputs through an addition: the stem and a stage's skip path) or an **inner**
-width of one block. A search dimension is one (stage, kind) pair and shares one ratio.
+other blocks' outputs through an addition: the stem and a stage's skip path), the **heads** of
+an attention module (see `attention.py`), or an **inner** width of one block. A search
+dimension is one (stage, kind) pair and shares one ratio.
 
 The stage of a layer comes from the family file's `stage_pattern`, or else from the
 automatic rule: its module path up to and including the first numeric index
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from .attention import find_attention
 from .errors import InvalidInputError
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
@@ -30,12 +32,13 @@ PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 @dataclass(frozen=True)
 class PruningDimension:
-    """One searched ratio: `kind` is "stream" or "inner"; `layers` are the group roots' names."""
+    """One searched ratio: `kind` is "stream", "inner" or "heads"; `layers` are the group roots' names."""
 
     name: str
     kind: str
     layers: tuple[str, ...]
     channels: int
+    members: tuple[str, ...] = ()  # every Conv/Linear whose width changes with it
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "layers": list(self.layers),
@@ -104,6 +107,7 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
                     graph: tp.DependencyGraph | None = None) -> list[PruningDimension]:
     """The search dimensions of `model`, in forward order; empty if nothing can be pruned."""
     names = {module: name for name, module in model.named_modules()}
+    projections = {name for attention in find_attention(model) for name in attention.projections}
     graph = graph or build_graph(model, example_inputs)
     entries = []  # (stage, kind, roots, channels)
     for group in graph.get_all_groups(ignored_layers=ignored or [],
@@ -114,32 +118,39 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
         if not layers:
             continue
         root = group[0][0].target.module
-        kind = "stream" if _is_residual_group(group) else "inner"
+        if projections.intersection(layers):
+            kind = "heads"  # attention projections: whole heads are removed
+        elif _is_residual_group(group):
+            kind = "stream"
+        else:
+            kind = "inner"
         stages = Counter(stage_of(layer, stage_pattern) for layer in layers)
         stage = stages.most_common(1)[0][0] if kind == "stream" else stage_of(names[root], stage_pattern)
         channels = graph.get_out_channels(root)
-        entries.append([stage, kind, names[root], channels])
+        entries.append([stage, kind, names[root], channels, layers])
 
     def collect():
         dims: dict[str, list] = {}
-        for stage, kind, root, channels in entries:
-            dim = dims.setdefault(f"{stage}.{kind}", [kind, [], 0])
+        for stage, kind, root, channels, layers in entries:
+            dim = dims.setdefault(f"{stage}.{kind}", [kind, [], 0, set()])
             dim[1].append(root)
             dim[2] += channels or 0
+            dim[3].update(layers)
         return dims
 
     dims = collect()
     while len(dims) > max_dimensions:
         before = len(dims)
         for entry in entries:
-            if entry[1] == "inner":
+            if entry[1] != "stream":
                 entry[0] = _parent_stage(entry[0])
         dims = collect()
         if len(dims) == before:
             break
     order = {name: i for i, name in enumerate(names.values())}
-    planned = [PruningDimension(name, kind, tuple(sorted(roots, key=order.get)), channels)
-               for name, (kind, roots, channels) in dims.items()]
+    planned = [PruningDimension(name, kind, tuple(sorted(roots, key=order.get)), channels,
+                                tuple(sorted(members, key=order.get)))
+               for name, (kind, roots, channels, members) in dims.items()]
     return sorted(planned, key=lambda dim: order[dim.layers[0]])
 
 

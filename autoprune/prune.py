@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from .attention import pruner_head_arguments, sync_heads
 from .criteria import get_criterion
 from .data import to_device
 from .grouping import PruningDimension, run_model
@@ -34,11 +35,16 @@ def _module_ratios(model: nn.Module, dimensions: list[PruningDimension],
                    sparsity: dict[str, float]) -> dict[nn.Module, float]:
     modules = dict(model.named_modules())
     ratios = {}
-    for dim in dimensions:
+    for dim in dimensions:  # heads too: Torch-Pruning skips groups whose channel ratio is 0
         ratio = float(sparsity.get(dim.name, 0.0))
         for layer in dim.layers:
             ratios[modules[layer]] = ratio
     return ratios
+
+
+def _head_ratios(dimensions: list[PruningDimension], sparsity: dict[str, float]) -> dict[str, float]:
+    return {layer: float(sparsity.get(dim.name, 0.0))
+            for dim in dimensions if dim.kind == "heads" for layer in dim.layers}
 
 
 def _accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable,
@@ -76,8 +82,10 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
         pruning_ratio_dict=_module_ratios(pruned, dimensions, sparsity),
         ignored_layers=[modules[name] for name in ignored_names],
         round_to=round_to,
+        **pruner_head_arguments(pruned, _head_ratios(dimensions, sparsity)),
     )
     pruner.step()
+    sync_heads(pruned)
     pruned.zero_grad(set_to_none=True)
     history = [[name, bool(is_out), [int(i) for i in indices]]
                for name, is_out, indices in pruner.pruning_history()]
@@ -90,6 +98,7 @@ def replay_history(model: nn.Module, example_inputs: Any, history: PruningHistor
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
         graph.load_pruning_history([(name, is_out, list(indices))
                                     for name, is_out, indices in history])
+    sync_heads(model)
     return model
 
 

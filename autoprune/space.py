@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ def _search_spaces_dir() -> Path:
 
 SEARCH_SPACES_DIR = _search_spaces_dir()
 DEFAULT_FILE = "default.yaml"
-SPARSITY_KINDS = ("stream", "inner")
+SPARSITY_KINDS = ("stream", "inner", "heads")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -219,12 +219,22 @@ def space_for_model(model, directory: Path = SEARCH_SPACES_DIR) -> SearchSpace:
 
 
 def resolve_search_space(model, search_space: str | Path | SearchSpace | None) -> SearchSpace:
-    """What `search(search_space=...)` means: a loaded space, a file, or the model's family."""
+    """What `search(search_space=...)` means: a loaded space, a file, or the model's family,
+    without the criteria that cannot rank this model's channels (bn_scale without BatchNorm)."""
+    from .criteria import usable_criteria
+
     if isinstance(search_space, SearchSpace):
-        return search_space
-    if search_space is None:
-        return space_for_model(model)
-    path = Path(search_space)
-    if not path.suffix:
-        path = SEARCH_SPACES_DIR / f"{search_space}.yaml"
-    return load_search_space(path)
+        space = search_space
+    elif search_space is None:
+        space = space_for_model(model)
+    else:
+        path = Path(search_space)
+        if not path.suffix:
+            path = SEARCH_SPACES_DIR / f"{search_space}.yaml"
+        space = load_search_space(path)
+    criteria = usable_criteria(model, space.criteria)
+    if not criteria:
+        raise SearchSpaceError(f"{space.source}: none of the criteria {', '.join(space.criteria)} "
+                               f"can rank the channels of {type(model).__name__} "
+                               "(bn_scale needs BatchNorm layers)")
+    return replace(space, criteria=criteria)

@@ -34,6 +34,7 @@ from .finetune import Distillation, finetune, logits_of
 from .grouping import check_prunable, ignored_modules, plan_dimensions, run_model
 from .measure import Measurement, interleaved_latency_ms, measure
 from .models import model_source
+from .preflight import preflight
 from .prune import kept_out_channels, prune_copy
 from .result import SearchResult
 from .space import SearchSpace, model_identifiers, resolve_search_space
@@ -298,6 +299,7 @@ def search(
     dimensions = plan_dimensions(model, example_inputs, space.stage_pattern,
                                  space.max_dimensions, ignored)
     check_prunable(dimensions, type(model).__name__)
+    preflight(model, example_inputs, dimensions, space, ignored_names, device)
 
     study_name = study_name or _default_study_name(model)
     run_dir = Path(output_dir) / study_name

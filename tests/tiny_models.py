@@ -72,3 +72,42 @@ class TinyTransformer(nn.Module):
         tokens = tokens + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(tokens))))
         return self.head(tokens.mean(dim=1))
 
+
+
+class TinyConcatNet(nn.Module):
+    """A user's own module: a grouped convolution, concatenated branches, depthwise-separable."""
+
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.grouped = nn.Conv2d(16, 32, 3, padding=1, groups=4)
+        self.branch_a = nn.Conv2d(32, 16, 1)
+        self.branch_b = nn.Conv2d(32, 16, 3, padding=1)
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.bn = nn.BatchNorm2d(32)
+        self.pointwise = nn.Conv2d(32, 24, 1)
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.grouped(torch.relu(self.stem(x))))
+        x = torch.cat([torch.relu(self.branch_a(x)), torch.relu(self.branch_b(x))], dim=1)
+        x = torch.relu(self.bn(self.depthwise(x)))
+        return self.head(torch.relu(self.pointwise(x)).mean(dim=(2, 3)))
+
+
+class GroupedAfterConcat(nn.Module):
+    """Concatenated branches feeding a grouped convolution's depthwise partner: Torch-Pruning
+    cannot keep the grouped branch's width divisible by its groups, so pruning breaks it."""
+
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.branch_a = nn.Conv2d(16, 16, 1)
+        self.branch_b = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.depthwise = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.cat([self.branch_a(x), self.branch_b(x)], dim=1)
+        return self.head(torch.relu(self.depthwise(x)).mean(dim=(2, 3)))

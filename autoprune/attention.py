@@ -1,0 +1,124 @@
+"""Attention heads: tell Torch-Pruning where they are, and fix the modules afterwards.
+
+Torch-Pruning removes whole heads from the query/key/value projections when it is told each
+projection's head count. The attention modules themselves reshape with head counts kept as
+plain attributes (timm's `num_heads`/`attn_dim`, HuggingFace BERT's
+`num_attention_heads`/`all_head_size`), which no graph tracer sees; after pruning, and after
+replaying a pruning history, `sync_heads` sets them from the projections' new widths.
+Head dimensions are never cut: only whole heads go, so `head_dim` stays valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class AttentionKind:
+    """How to find one family of attention modules and keep its attributes consistent."""
+
+    name: str
+    matches: Callable[[nn.Module], bool]
+    projection_names: tuple[str, ...]   # child Linear layers carrying the heads
+    outputs_per_projection: int         # 3 for a fused qkv projection, else 1
+    head_dim: Callable[[nn.Module], int]
+    set_heads: Callable[[nn.Module, int], None]
+
+
+def _is_linear(module, name: str) -> bool:
+    return isinstance(getattr(module, name, None), nn.Linear)
+
+
+def _set_timm_heads(module: nn.Module, heads: int) -> None:
+    module.num_heads = heads
+    module.attn_dim = heads * module.head_dim
+
+
+def _set_bert_heads(module: nn.Module, heads: int) -> None:
+    module.num_attention_heads = heads
+    module.all_head_size = heads * module.attention_head_size
+
+
+ATTENTION_KINDS = (
+    # timm: vision_transformer / deit / eva-style `Attention` with one fused qkv Linear.
+    AttentionKind(
+        name="timm fused qkv",
+        matches=lambda m: (_is_linear(m, "qkv") and _is_linear(m, "proj")
+                           and isinstance(getattr(m, "num_heads", None), int)
+                           and isinstance(getattr(m, "head_dim", None), int)
+                           and hasattr(m, "attn_dim")),
+        projection_names=("qkv",), outputs_per_projection=3,
+        head_dim=lambda m: m.head_dim, set_heads=_set_timm_heads),
+    # HuggingFace BERT-style self-attention (BERT, RoBERTa, ELECTRA, ...): separate q, k, v.
+    AttentionKind(
+        name="HuggingFace query/key/value",
+        matches=lambda m: (all(_is_linear(m, n) for n in ("query", "key", "value"))
+                           and isinstance(getattr(m, "num_attention_heads", None), int)
+                           and isinstance(getattr(m, "attention_head_size", None), int)),
+        projection_names=("query", "key", "value"), outputs_per_projection=1,
+        head_dim=lambda m: m.attention_head_size, set_heads=_set_bert_heads),
+)
+
+
+@dataclass(frozen=True)
+class AttentionModule:
+    """One attention module found in a model: its name, kind and projections' names."""
+
+    name: str
+    kind: AttentionKind
+    projections: tuple[str, ...]
+
+
+def find_attention(model: nn.Module) -> list[AttentionModule]:
+    """Every attention module of a known kind, in module order."""
+    found = []
+    for name, module in model.named_modules():
+        for kind in ATTENTION_KINDS:
+            if kind.matches(module):
+                prefix = f"{name}." if name else ""
+                found.append(AttentionModule(name, kind, tuple(prefix + p for p in kind.projection_names)))
+                break
+    return found
+
+
+def head_count(model: nn.Module, attention: AttentionModule) -> int:
+    """Heads the module's first projection carries now."""
+    modules = dict(model.named_modules())
+    module, projection = modules[attention.name], modules[attention.projections[0]]
+    return projection.out_features // (attention.kind.outputs_per_projection
+                                       * attention.kind.head_dim(module))
+
+
+def pruner_head_arguments(model: nn.Module, head_ratios: dict[str, float]) -> dict:
+    """Torch-Pruning keyword arguments that remove whole heads at the given ratios.
+
+    `head_ratios` maps projection names to the fraction of heads removed; a module takes the
+    ratio of any of its projections named there (q, k and v lose the same heads), else 0.
+    """
+    modules = dict(model.named_modules())
+    num_heads, ratios = {}, {}
+    for attention in find_attention(model):
+        heads = head_count(model, attention)
+        ratio = max((float(head_ratios[n]) for n in attention.projections if n in head_ratios),
+                    default=0.0)
+        for name in attention.projections:
+            num_heads[modules[name]] = heads
+            ratios[modules[name]] = ratio
+    if not num_heads:
+        return {}
+    return {"num_heads": num_heads, "prune_num_heads": True, "prune_head_dims": False,
+            "head_pruning_ratio_dict": ratios}
+
+
+def sync_heads(model: nn.Module) -> dict[str, int]:
+    """Set every attention module's head attributes from its projections; returns the heads."""
+    modules = dict(model.named_modules())
+    heads = {}
+    for attention in find_attention(model):
+        count = head_count(model, attention)
+        attention.kind.set_heads(modules[attention.name], count)
+        heads[attention.name] = count
+    return heads

@@ -1,0 +1,114 @@
+"""HuggingFace transformers: save a pruned model with `save_pretrained`, load it back.
+
+A transformers config has one head count and one intermediate size for all layers, and
+derives the head size from them; a pruned model has its own per layer. `save_pretrained`
+writes the usual directory (config.json + model.safetensors) and records every Linear
+layer's shape and every attention module's head count in the config under
+`autoprune_shapes`; `from_pretrained` builds the model from the config, resizes those layers,
+and loads the weights with safetensors. When the pruning kept every head and left one
+intermediate size for all layers, the config alone describes it (`intermediate_size` is
+updated) and plain `AutoModel*.from_pretrained` loads it too.
+
+Needs the optional extra: `pip install 'autoprune[hf]'`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch.nn as nn
+
+from .attention import find_attention, head_count, sync_heads
+from .errors import CheckpointError
+
+SHAPES_KEY = "autoprune_shapes"
+WEIGHTS = "model.safetensors"
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("autoprune.huggingface needs transformers: pip install 'autoprune[hf]'") from None
+    return transformers
+
+
+def describe_shapes(model: nn.Module) -> dict:
+    """Every Linear's [in, out, bias] and every attention module's head count, by name."""
+    return {
+        "linear": {name: [m.in_features, m.out_features, m.bias is not None]
+                   for name, m in model.named_modules() if isinstance(m, nn.Linear)},
+        "heads": {a.name: head_count(model, a) for a in find_attention(model)},
+    }
+
+
+def _uniform_intermediate(model: nn.Module) -> int | None:
+    """The one intermediate width every layer has, else None."""
+    widths = {m.dense.out_features for name, m in model.named_modules()
+              if name.endswith(".intermediate") and isinstance(getattr(m, "dense", None), nn.Linear)}
+    return widths.pop() if len(widths) == 1 else None
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, **kwargs) -> Path:
+    """`model.save_pretrained(directory)` with the pruned shapes recorded in its config."""
+    directory = Path(directory)
+    original = model.config
+    config = copy.deepcopy(original)
+    setattr(config, SHAPES_KEY, describe_shapes(model))
+    intermediate = _uniform_intermediate(model)
+    if intermediate is not None and hasattr(config, "intermediate_size"):
+        config.intermediate_size = intermediate
+    model.config = config
+    try:
+        model.save_pretrained(directory, safe_serialization=True, **kwargs)
+    finally:
+        model.config = original
+    return directory
+
+
+def _resize(model: nn.Module, shapes: dict) -> None:
+    """Replace every Linear whose recorded shape differs; the weights are loaded afterwards."""
+    modules = dict(model.named_modules())
+    for name, (in_features, out_features, bias) in shapes["linear"].items():
+        if name not in modules:
+            raise CheckpointError(f"layer {name!r} in {SHAPES_KEY} is not in {type(model).__name__}")
+        layer = modules[name]
+        if (layer.in_features, layer.out_features) != (in_features, out_features):
+            parent_name, _, child = name.rpartition(".")
+            parent = modules[parent_name] if parent_name else model
+            setattr(parent, child, nn.Linear(in_features, out_features, bias=bias,
+                                             device=layer.weight.device, dtype=layer.weight.dtype))
+    heads = sync_heads(model)
+    if heads != shapes["heads"]:
+        raise CheckpointError(f"head counts after resizing {heads} differ from the recorded "
+                              f"{shapes['heads']}")
+
+
+def from_pretrained(directory: str | Path, model_class=None, **kwargs) -> nn.Module:
+    """Load a model written by `save_pretrained` (pruned or not); `model_class` defaults to
+    the config's first `architectures` entry."""
+    transformers = _transformers()
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config = transformers.AutoConfig.from_pretrained(directory, **kwargs)
+    shapes = getattr(config, SHAPES_KEY, None)
+    if model_class is None:
+        if not config.architectures:
+            raise CheckpointError(f"{directory}/config.json names no architecture; pass model_class=")
+        model_class = getattr(transformers, config.architectures[0])
+    if shapes is None:
+        return model_class.from_pretrained(directory, config=config)
+    model = model_class(config)
+    _resize(model, shapes)
+    weights = directory / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: weights file is missing")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [key for key in missing if key not in tied]
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not fit {model_class.__name__}: missing "
+                              f"{missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()

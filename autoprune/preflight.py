@@ -1,0 +1,92 @@
+"""Pre-flight check: prune a copy once before trial 1, so an unprunable model fails in seconds.
+
+Torch-Pruning traces most models, but some operations (a reshape with a hard-coded width, an
+attention module it does not know) break only once channels are really removed. Rather than
+failing every trial of an overnight search, `preflight` prunes a copy with every dimension at
+a small ratio, runs it forwards and backwards, and checks that something was really removed.
+On failure it retries each dimension alone to name the layers that cannot be pruned.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+import torch_pruning as tp
+
+from .errors import InvalidInputError
+from .grouping import PruningDimension, run_model
+from .prune import prune_copy
+from .space import SearchSpace
+
+PREFLIGHT_RATIO = 0.3
+
+
+def _outputs_of(result: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output (tensor, tuple, dict or HuggingFace ModelOutput)."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    if isinstance(result, dict):
+        result = list(result.values())
+    if isinstance(result, (list, tuple)):
+        return [t for item in result for t in _outputs_of(item)]
+    return []
+
+
+def _ratio(space: SearchSpace, dim: PruningDimension) -> float:
+    low, high = space.sparsity[dim.kind]
+    return min(max(PREFLIGHT_RATIO, low), high)
+
+
+def _try(model, example_inputs, dimensions, sparsity, ignored_names, space, device):
+    """Prune a copy at `sparsity` and run it forwards and backwards; raises on any failure."""
+    pruned = prune_copy(model, example_inputs, dimensions, sparsity, "l2", ignored_names,
+                        space.round_to, device=device).model
+    pruned.train()
+    outputs = _outputs_of(run_model(pruned, example_inputs))
+    expected = [t.shape for t in _outputs_of(run_model(model, example_inputs))]
+    if [t.shape for t in outputs] != expected:
+        raise RuntimeError(f"the pruned copy's outputs have shapes {[tuple(t.shape) for t in outputs]}"
+                           f", the model's {[tuple(s) for s in expected]}")
+    loss = sum(t.float().sum() for t in outputs if t.is_floating_point())
+    loss.backward()
+    removes = any(value > 0 for value in sparsity.values())
+    if removes and (sum(p.numel() for p in pruned.parameters())
+                    >= sum(p.numel() for p in model.parameters())):
+        raise RuntimeError("pruning removed no parameter (Torch-Pruning found no layer it could cut)")
+    return pruned
+
+
+def preflight(model: torch.nn.Module, example_inputs: Any, dimensions: list[PruningDimension],
+              space: SearchSpace, ignored_names: Iterable[str], device) -> dict[str, Any]:
+    """Raise `InvalidInputError` naming the layers that cannot be pruned; else return figures."""
+    ignored_names = list(ignored_names)
+    sparsity = {dim.name: _ratio(space, dim) for dim in dimensions}
+    model_name = type(model).__name__
+    try:
+        pruned = _try(model, example_inputs, dimensions, sparsity, ignored_names, space, device)
+    except Exception as err:  # any failure: find which dimensions cause it
+        failing = []
+        for dim in dimensions:
+            if sparsity[dim.name] <= 0:
+                continue
+            try:
+                _try(model, example_inputs, [dim], {dim.name: sparsity[dim.name]}, ignored_names,
+                     space, device)
+            except Exception as single:
+                layers = dim.members or dim.layers
+                failing.append(f"{dim.name} (layers {', '.join(layers[:6])}"
+                               f"{', ...' if len(layers) > 6 else ''}): "
+                               f"{type(single).__name__}: {str(single)[:300]}")
+        where = ("\n  ".join(failing) if failing else
+                 f"every dimension prunes alone; together: {type(err).__name__}: {str(err)[:300]}")
+        raise InvalidInputError(
+            f"pre-flight check: {model_name} cannot be pruned as planned. Pruning a copy with every "
+            f"dimension at {PREFLIGHT_RATIO:.0%} failed in\n  {where}\n"
+            "Keep those layers unpruned with ignored_layers=[<module-name regex>, ...] "
+            "(CLI: --ignore-layer REGEX), or cap their kind's range in a search-space file."
+        ) from err
+    pruned.eval()
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(pruned, example_inputs)
+    return {"ratio": PREFLIGHT_RATIO, "macs": macs, "params": params}

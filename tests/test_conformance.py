@@ -1,0 +1,88 @@
+"""Conformance: every supported model family prunes, trains, shrinks and round-trips.
+
+Driven by the registry in `model_zoo.py`. For each family, a few sampled configurations of
+its own search space are pruned; each pruned copy must run forwards and backwards, have
+fewer MACs and parameters, keep the layers its family file protects, and come back from the
+safetensors + JSON checkpoint with identical outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import optuna
+import pytest
+import torch
+
+from autoprune.attention import find_attention, head_count
+from autoprune.checkpoint import load_checkpoint, save_checkpoint
+from autoprune.config import config_from_params, suggest_config, uniform_params
+from autoprune.finetune import logits_of
+from autoprune.grouping import ignored_modules, plan_dimensions, run_model
+from autoprune.measure import count_macs_and_params
+from autoprune.preflight import preflight
+from autoprune.prune import kept_out_channels, prune_copy
+from autoprune.space import resolve_search_space
+from model_zoo import ZOO, example_inputs
+
+CONFIGURATIONS = 3  # the first is uniform pruning at 0.5 (capped by the family's ranges)
+
+
+def _configurations(space, dimensions):
+    yield config_from_params(uniform_params(space, dimensions, 0.5), dimensions, space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(CONFIGURATIONS - 1):
+        yield suggest_config(study.ask(), space, dimensions)
+
+
+@pytest.mark.parametrize("entry", ZOO, ids=[entry.name for entry in ZOO])
+def test_family_prunes_runs_shrinks_and_round_trips(entry, tmp_path):
+    if entry.needs and importlib.util.find_spec(entry.needs) is None:
+        pytest.skip(f"needs {entry.needs} (pip install 'autoprune[hf]')")
+    torch.manual_seed(0)
+    model = entry.build().eval()
+    inputs, targets = example_inputs(entry, batch=4)
+    space = resolve_search_space(model, None)
+    assert space.family == entry.family
+
+    ignored = ignored_modules(model, inputs, space.ignored_layers)
+    ignored_names = [name for name, module in model.named_modules() if module in ignored]
+    dimensions = plan_dimensions(model, inputs, space.stage_pattern, space.max_dimensions, ignored)
+    assert entry.kinds <= {dim.kind for dim in dimensions}
+    preflight(model, inputs, dimensions, space, ignored_names, "cpu")
+
+    base_macs, base_params = count_macs_and_params(model, inputs)
+    base_widths = kept_out_channels(model)
+    base_heads = {a.name: head_count(model, a) for a in find_attention(model)}
+    with torch.no_grad():
+        base_logits = logits_of(run_model(model, inputs))
+
+    for index, config in enumerate(_configurations(space, dimensions)):
+        pruned = prune_copy(model, inputs, dimensions, config.sparsity, config.criterion,
+                            ignored_names, space.round_to, gradient_batches=[(inputs, targets)],
+                            output_to_logits=logits_of)
+        label = f"{entry.name} config {index} ({config.criterion}, {config.sparsity})"
+
+        pruned.model.train()
+        logits = logits_of(run_model(pruned.model, inputs))
+        assert logits.shape == base_logits.shape, label
+        torch.nn.functional.cross_entropy(logits, targets).backward()
+        assert all(p.grad is not None for p in pruned.model.parameters() if p.requires_grad), label
+
+        pruned.model.eval()
+        macs, params = count_macs_and_params(pruned.model, inputs)
+        assert macs < base_macs and params < base_params, label
+        widths = kept_out_channels(pruned.model)
+        for name in ignored_names:  # the stem, the classifier and family-protected layers
+            if name in base_widths:
+                assert widths[name] == base_widths[name], f"{label}: {name} was pruned"
+        if index == 0 and base_heads and any(d.kind == "heads" for d in dimensions):
+            heads = {a.name: head_count(pruned.model, a) for a in find_attention(pruned.model)}
+            assert all(heads[name] < count for name, count in base_heads.items()), label
+
+        directory = save_checkpoint(tmp_path / str(index), pruned.model, model, pruned.history, inputs)
+        loaded = load_checkpoint(directory, model)
+        with torch.no_grad():
+            expected = logits_of(run_model(pruned.model.cpu(), inputs))
+            actual = logits_of(run_model(loaded, inputs))
+        assert torch.equal(expected, actual), label

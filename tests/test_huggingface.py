@@ -1,0 +1,90 @@
+"""HuggingFace transformers: search with dict inputs, heads pruned, save_pretrained round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import autoprune
+from autoprune.attention import find_attention, head_count
+from autoprune.grouping import ignored_modules, plan_dimensions
+from autoprune.prune import prune_copy
+from autoprune.space import resolve_search_space
+
+transformers = pytest.importorskip("transformers")
+from autoprune import huggingface  # noqa: E402  (needs transformers)
+
+
+def tiny_bert() -> torch.nn.Module:
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=32, num_labels=3)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config).eval()
+
+
+class TokenTask(Dataset):
+    """Learnable: the label is the first token's id modulo 3."""
+
+    def __init__(self, samples: int = 48, length: int = 12, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, 50, (samples, length), generator=generator)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        ids = self.ids[i]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, ids[0] % 3
+
+
+def _inputs(batch: int = 4):
+    ids = torch.randint(0, 50, (batch, 12), generator=torch.Generator().manual_seed(1))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _pruned(model, sparsity_by_kind):
+    inputs = _inputs()
+    space = resolve_search_space(model, None)
+    ignored = ignored_modules(model, inputs, space.ignored_layers)
+    dims = plan_dimensions(model, inputs, space.stage_pattern, space.max_dimensions, ignored)
+    names = [n for n, m in model.named_modules() if m in ignored]
+    return prune_copy(model, inputs, dims, {d.name: sparsity_by_kind.get(d.kind, 0.0) for d in dims},
+                      "l2", names, space.round_to).model
+
+
+def test_search_on_a_bert_classifier_prunes_heads_and_reads_logits(tmp_path):
+    data = TokenTask()
+    train = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    val = DataLoader(data, batch_size=8)
+    result = autoprune.search(tiny_bert(), trials=4, train=train, val=val, finetune_steps=3,
+                              output_dir=tmp_path, study_name="bert", verbose=False,
+                              write_report=False, threads=1)
+    assert result.study.user_attrs["settings"]["space"]["family"] == "hf_encoder"
+    assert result.pareto
+    pruned = result.load(result.pareto[0].trial)
+    output = pruned(**_inputs())
+    assert output.logits.shape == (4, 3)
+
+
+def test_save_pretrained_round_trips_per_layer_heads_and_widths(tmp_path):
+    model = tiny_bert()
+    pruned = _pruned(model, {"heads": 0.5, "inner": 0.5})
+    heads = [head_count(pruned, a) for a in find_attention(pruned)]
+    assert heads == [2, 2]
+    huggingface.save_pretrained(pruned, tmp_path / "bert")
+    loaded = huggingface.from_pretrained(tmp_path / "bert")
+    assert [head_count(loaded, a) for a in find_attention(loaded)] == heads
+    with torch.no_grad():
+        assert torch.equal(pruned(**_inputs()).logits, loaded(**_inputs()).logits)
+
+
+def test_intermediate_only_pruning_loads_with_plain_from_pretrained(tmp_path):
+    model = tiny_bert()
+    pruned = _pruned(model, {"inner": 0.5})
+    huggingface.save_pretrained(pruned, tmp_path / "bert")
+    plain = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "bert").eval()
+    assert plain.config.intermediate_size == 32
+    with torch.no_grad():
+        assert torch.equal(pruned(**_inputs()).logits, plain(**_inputs()).logits)
