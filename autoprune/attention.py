@@ -3,7 +3,7 @@
 Torch-Pruning removes whole heads from the query/key/value projections when it is told each
 projection's head count. The attention modules themselves reshape with head counts kept as
 plain attributes (timm's `num_heads`/`attn_dim`, HuggingFace BERT's
-`num_attention_heads`/`all_head_size`), which no graph tracer sees; after pruning, and after
+`num_attention_heads`/`all_head_size`, GPT-2's `num_heads`/`split_size`), which no graph tracer sees; after pruning, and after
 replaying a pruning history, `sync_heads` sets them from the projections' new widths.
 Head dimensions are never cut: only whole heads go, so `head_dim` stays valid.
 """
@@ -29,7 +29,13 @@ class AttentionKind:
 
 
 def _is_linear(module, name: str) -> bool:
-    return isinstance(getattr(module, name, None), nn.Linear)
+    """A Linear child, or a transformers Conv1D (a Linear with its weight transposed)."""
+    child = getattr(module, name, None)
+    return isinstance(child, nn.Linear) or type(child).__name__ == "Conv1D"
+
+
+def _out_features(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.nf
 
 
 def _set_timm_heads(module: nn.Module, heads: int) -> None:
@@ -40,6 +46,11 @@ def _set_timm_heads(module: nn.Module, heads: int) -> None:
 def _set_bert_heads(module: nn.Module, heads: int) -> None:
     module.num_attention_heads = heads
     module.all_head_size = heads * module.attention_head_size
+
+
+def _set_gpt2_heads(module: nn.Module, heads: int) -> None:
+    module.num_heads = heads
+    module.split_size = heads * module.head_dim  # q, k and v are split off c_attn's output
 
 
 ATTENTION_KINDS = (
@@ -60,6 +71,17 @@ ATTENTION_KINDS = (
                            and isinstance(getattr(m, "attention_head_size", None), int)),
         projection_names=("query", "key", "value"), outputs_per_projection=1,
         head_dim=lambda m: m.attention_head_size, set_heads=_set_bert_heads),
+    # HuggingFace GPT-2-style attention: fused c_attn (a Conv1D, swapped for an nn.Linear by
+    # conversions.to_prunable before pruning), split into q, k, v by `split_size`. Cross-
+    # attention (q_attn) is not handled.
+    AttentionKind(
+        name="HuggingFace GPT-2 c_attn",
+        matches=lambda m: (_is_linear(m, "c_attn") and _is_linear(m, "c_proj")
+                           and isinstance(getattr(m, "num_heads", None), int)
+                           and isinstance(getattr(m, "head_dim", None), int)
+                           and hasattr(m, "split_size") and not hasattr(m, "q_attn")),
+        projection_names=("c_attn",), outputs_per_projection=3,
+        head_dim=lambda m: m.head_dim, set_heads=_set_gpt2_heads),
 )
 
 
@@ -88,7 +110,7 @@ def head_count(model: nn.Module, attention: AttentionModule) -> int:
     """Heads the module's first projection carries now."""
     modules = dict(model.named_modules())
     module, projection = modules[attention.name], modules[attention.projections[0]]
-    return projection.out_features // (attention.kind.outputs_per_projection
+    return _out_features(projection) // (attention.kind.outputs_per_projection
                                        * attention.kind.head_dim(module))
 
 

@@ -52,6 +52,21 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def output_tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output (tensor, tuple, dict or HuggingFace ModelOutput).
+
+    Given to Torch-Pruning as its `output_transform`: it traces from each tensor, and cannot
+    walk other objects models return (GPT-2's key/value cache).
+    """
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        return [tensor for item in output for tensor in output_tensors(item)]
+    return []
+
+
 def output_layer_names(model: nn.Module, example_inputs: Any) -> list[str]:
     """The last Conv/Linear to run in a forward pass: it produces the outputs, so it is kept."""
     order: list[str] = []
@@ -75,7 +90,8 @@ def ignored_modules(model: nn.Module, example_inputs: Any, patterns) -> list[nn.
 
 
 def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
+                                                 output_transform=output_tensors)
 
 
 def _is_residual_group(group) -> bool:
@@ -120,7 +136,9 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
         root = group[0][0].target.module
         if projections.intersection(layers):
             kind = "heads"  # attention projections: whole heads are removed
-        elif _is_residual_group(group):
+        elif len(layers) > 1 and _is_residual_group(group):
+            # an addition joining several layers' outputs; one layer's own adds (GELU's
+            # tanh approximation) do not make a stream
             kind = "stream"
         else:
             kind = "inner"

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from .attention import find_attention, head_count, sync_heads
+from .conversions import to_conv1d
 from .errors import CheckpointError
 
 SHAPES_KEY = "autoprune_shapes"
@@ -34,51 +35,66 @@ def _transformers():
     return transformers
 
 
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D"
+
+
 def describe_shapes(model: nn.Module) -> dict:
-    """Every Linear's [in, out, bias] and every attention module's head count, by name."""
+    """Every Linear's and Conv1D's [in, out, bias] and every attention module's head count."""
     return {
         "linear": {name: [m.in_features, m.out_features, m.bias is not None]
                    for name, m in model.named_modules() if isinstance(m, nn.Linear)},
+        "conv1d": {name: [m.nx, m.nf, True] for name, m in model.named_modules() if _is_conv1d(m)},
         "heads": {a.name: head_count(model, a) for a in find_attention(model)},
     }
 
 
-def _uniform_intermediate(model: nn.Module) -> int | None:
-    """The one intermediate width every layer has, else None."""
-    widths = {m.dense.out_features for name, m in model.named_modules()
-              if name.endswith(".intermediate") and isinstance(getattr(m, "dense", None), nn.Linear)}
-    return widths.pop() if len(widths) == 1 else None
+# Where each architecture keeps its MLP hidden layer, and the config field sizing it.
+_INTERMEDIATE = ((".intermediate", "dense", "intermediate_size"), (".mlp", "c_fc", "n_inner"))
+
+
+def _uniform_intermediate(model: nn.Module) -> tuple[str, int] | None:
+    """(config field, width) when every layer's MLP hidden width is the same, else None."""
+    for suffix, child, field in _INTERMEDIATE:
+        layers = [getattr(m, child) for name, m in model.named_modules()
+                  if name.endswith(suffix) and hasattr(m, child)]
+        widths = {layer.out_features if isinstance(layer, nn.Linear) else layer.nf for layer in layers}
+        if len(widths) == 1:
+            return field, widths.pop()
+    return None
 
 
 def save_pretrained(model: nn.Module, directory: str | Path, **kwargs) -> Path:
     """`model.save_pretrained(directory)` with the pruned shapes recorded in its config."""
     directory = Path(directory)
-    original = model.config
-    config = copy.deepcopy(original)
+    model = to_conv1d(copy.deepcopy(model))  # GPT-2: back to transformers' own layout
+    config = model.config = copy.deepcopy(model.config)
     setattr(config, SHAPES_KEY, describe_shapes(model))
     intermediate = _uniform_intermediate(model)
-    if intermediate is not None and hasattr(config, "intermediate_size"):
-        config.intermediate_size = intermediate
-    model.config = config
-    try:
-        model.save_pretrained(directory, safe_serialization=True, **kwargs)
-    finally:
-        model.config = original
+    if intermediate is not None:
+        setattr(config, *intermediate)
+    model.save_pretrained(directory, safe_serialization=True, **kwargs)
     return directory
 
 
 def _resize(model: nn.Module, shapes: dict) -> None:
-    """Replace every Linear whose recorded shape differs; the weights are loaded afterwards."""
+    """Replace every layer whose recorded shape differs; the weights are loaded afterwards."""
+    from transformers.pytorch_utils import Conv1D
+
     modules = dict(model.named_modules())
-    for name, (in_features, out_features, bias) in shapes["linear"].items():
+    layers = [(name, shape, False) for name, shape in shapes["linear"].items()]
+    layers += [(name, shape, True) for name, shape in shapes.get("conv1d", {}).items()]
+    for name, (in_features, out_features, bias), conv1d in layers:
         if name not in modules:
             raise CheckpointError(f"layer {name!r} in {SHAPES_KEY} is not in {type(model).__name__}")
         layer = modules[name]
-        if (layer.in_features, layer.out_features) != (in_features, out_features):
+        now = (layer.nx, layer.nf) if conv1d else (layer.in_features, layer.out_features)
+        if now != (in_features, out_features):
+            new = (Conv1D(out_features, in_features) if conv1d
+                   else nn.Linear(in_features, out_features, bias=bias))
             parent_name, _, child = name.rpartition(".")
-            parent = modules[parent_name] if parent_name else model
-            setattr(parent, child, nn.Linear(in_features, out_features, bias=bias,
-                                             device=layer.weight.device, dtype=layer.weight.dtype))
+            setattr(modules[parent_name] if parent_name else model, child,
+                    new.to(layer.weight.device, layer.weight.dtype))
     heads = sync_heads(model)
     if heads != shapes["heads"]:
         raise CheckpointError(f"head counts after resizing {heads} differ from the recorded "

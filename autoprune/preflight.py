@@ -15,22 +15,11 @@ import torch
 import torch_pruning as tp
 
 from .errors import InvalidInputError
-from .grouping import PruningDimension, run_model
+from .grouping import PruningDimension, output_tensors, run_model
 from .prune import prune_copy
 from .space import SearchSpace
 
 PREFLIGHT_RATIO = 0.3
-
-
-def _outputs_of(result: Any) -> list[torch.Tensor]:
-    """Every tensor in a model's output (tensor, tuple, dict or HuggingFace ModelOutput)."""
-    if isinstance(result, torch.Tensor):
-        return [result]
-    if isinstance(result, dict):
-        result = list(result.values())
-    if isinstance(result, (list, tuple)):
-        return [t for item in result for t in _outputs_of(item)]
-    return []
 
 
 def _ratio(space: SearchSpace, dim: PruningDimension) -> float:
@@ -43,8 +32,8 @@ def _try(model, example_inputs, dimensions, sparsity, ignored_names, space, devi
     pruned = prune_copy(model, example_inputs, dimensions, sparsity, "l2", ignored_names,
                         space.round_to, device=device).model
     pruned.train()
-    outputs = _outputs_of(run_model(pruned, example_inputs))
-    expected = [t.shape for t in _outputs_of(run_model(model, example_inputs))]
+    outputs = output_tensors(run_model(pruned, example_inputs))
+    expected = [t.shape for t in output_tensors(run_model(model, example_inputs))]
     if [t.shape for t in outputs] != expected:
         raise RuntimeError(f"the pruned copy's outputs have shapes {[tuple(t.shape) for t in outputs]}"
                            f", the model's {[tuple(s) for s in expected]}")

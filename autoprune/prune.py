@@ -16,9 +16,10 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .attention import pruner_head_arguments, sync_heads
+from .conversions import to_prunable
 from .criteria import get_criterion
 from .data import to_device
-from .grouping import PruningDimension, run_model
+from .grouping import PruningDimension, build_graph, output_tensors, run_model
 
 PruningHistory = list  # [[layer name, is_out_channel_pruning, [channel indices]], ...]
 
@@ -68,7 +69,7 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
     `sparsity` maps dimension names to the fraction of channels removed. `gradient_batches`
     (inputs, targets) are used only by criteria that need gradients (Taylor).
     """
-    pruned = copy.deepcopy(model).to(device)
+    pruned = to_prunable(copy.deepcopy(model).to(device))
     spec = get_criterion(criterion)
     if spec.needs_gradients:
         _accumulate_gradients(pruned, gradient_batches, loss_fn or nn.functional.cross_entropy,
@@ -82,6 +83,7 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
         pruning_ratio_dict=_module_ratios(pruned, dimensions, sparsity),
         ignored_layers=[modules[name] for name in ignored_names],
         round_to=round_to,
+        output_transform=output_tensors,
         **pruner_head_arguments(pruned, _head_ratios(dimensions, sparsity)),
     )
     pruner.step()
@@ -94,8 +96,9 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
 
 def replay_history(model: nn.Module, example_inputs: Any, history: PruningHistory) -> nn.Module:
     """Prune `model` in place exactly as recorded in `history` (weights are not consulted)."""
+    to_prunable(model)  # the history was recorded on a converted copy
     with torch.enable_grad():  # the dependency graph is traced through autograd
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        graph = build_graph(model, example_inputs)
         graph.load_pruning_history([(name, is_out, list(indices))
                                     for name, is_out, indices in history])
     sync_heads(model)

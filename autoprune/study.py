@@ -7,7 +7,6 @@ goes on.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -34,6 +33,7 @@ from .finetune import Distillation, finetune, logits_of
 from .grouping import check_prunable, ignored_modules, plan_dimensions, run_model
 from .measure import Measurement, interleaved_latency_ms, measure
 from .models import model_source
+from .conversions import prepare
 from .preflight import preflight
 from .prune import kept_out_channels, prune_copy
 from .result import SearchResult
@@ -289,7 +289,7 @@ def search(
 
     example_inputs, example_targets = first_batch(val, "val")
     first_batch(train, "train")
-    model = model.to(device).eval()
+    model = prepare(model.to(device).eval())  # a converted copy for GPT-2 (see conversions.py)
     example_inputs = to_device(example_inputs, device)
     _check_model_runs(model, example_inputs, to_device(example_targets, device), metric, loss_fn)
 

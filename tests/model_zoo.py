@@ -109,6 +109,21 @@ def example_inputs(entry: ZooModel, batch: int, seed: int = 0) -> tuple[Any, tor
     generator = torch.Generator().manual_seed(seed)
     targets = torch.randint(0, 3, (batch,), generator=generator)
     if entry.inputs == "tokens":
-        ids = torch.randint(0, 100, (batch, 32), generator=generator)
+        ids = torch.randint(0, 100, (batch, 12), generator=generator)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, targets
     return torch.randn(batch, 3, 32, 32, generator=generator), targets
+
+
+def _gpt2(hidden: int = 32, layers: int = 2, heads: int = 4, inner: int = 64):
+    def build():
+        import transformers
+        config = transformers.GPT2Config(
+            vocab_size=100, n_embd=hidden, n_layer=layers, n_head=heads, n_inner=inner,
+            n_positions=64, num_labels=3, pad_token_id=0, attn_implementation="eager")
+        return transformers.GPT2ForSequenceClassification(config)
+    return build
+
+
+ZOO.append(ZooModel("HF GPT-2 decoder (from config)", "hf_decoder", _gpt2(),
+                    kinds=frozenset({"inner"}), inputs="tokens",
+                    full=_gpt2(hidden=256, layers=4, heads=4, inner=1024), needs="transformers"))

@@ -16,6 +16,7 @@ import torch
 
 from autoprune.attention import find_attention, head_count
 from autoprune.checkpoint import load_checkpoint, save_checkpoint
+from autoprune.conversions import prepare
 from autoprune.config import config_from_params, suggest_config, uniform_params
 from autoprune.finetune import logits_of
 from autoprune.grouping import ignored_modules, plan_dimensions, run_model
@@ -40,7 +41,7 @@ def test_family_prunes_runs_shrinks_and_round_trips(entry, tmp_path):
     if entry.needs and importlib.util.find_spec(entry.needs) is None:
         pytest.skip(f"needs {entry.needs} (pip install 'autoprune[hf]')")
     torch.manual_seed(0)
-    model = entry.build().eval()
+    model = prepare(entry.build().eval())
     inputs, targets = example_inputs(entry, batch=4)
     space = resolve_search_space(model, None)
     assert space.family == entry.family

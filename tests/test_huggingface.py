@@ -44,14 +44,15 @@ def _inputs(batch: int = 4):
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _pruned(model, sparsity_by_kind):
+def _pruned(model, sparsity_by_kind, sparsity_by_name=None):
     inputs = _inputs()
     space = resolve_search_space(model, None)
     ignored = ignored_modules(model, inputs, space.ignored_layers)
     dims = plan_dimensions(model, inputs, space.stage_pattern, space.max_dimensions, ignored)
     names = [n for n, m in model.named_modules() if m in ignored]
-    return prune_copy(model, inputs, dims, {d.name: sparsity_by_kind.get(d.kind, 0.0) for d in dims},
-                      "l2", names, space.round_to).model
+    sparsity = {d.name: sparsity_by_kind.get(d.kind, 0.0) for d in dims}
+    sparsity.update(sparsity_by_name or {})
+    return prune_copy(model, inputs, dims, sparsity, "l2", names, space.round_to).model
 
 
 def test_search_on_a_bert_classifier_prunes_heads_and_reads_logits(tmp_path):
@@ -88,3 +89,35 @@ def test_intermediate_only_pruning_loads_with_plain_from_pretrained(tmp_path):
     assert plain.config.intermediate_size == 32
     with torch.no_grad():
         assert torch.equal(pruned(**_inputs()).logits, plain(**_inputs()).logits)
+
+
+def tiny_gpt2() -> torch.nn.Module:
+    config = transformers.GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_inner=64,
+                                     n_positions=32, num_labels=3, pad_token_id=0)
+    torch.manual_seed(0)
+    return transformers.GPT2ForSequenceClassification(config).eval()
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_gpt2_conv1d_model_prunes_and_round_trips_in_its_own_layout(tmp_path, plain):
+    from autoprune.conversions import prepare
+
+    original = tiny_gpt2()
+    model = prepare(original)
+    assert model is not original and original.config.use_cache  # the user's model is untouched
+    with torch.no_grad():  # the Conv1D -> Linear swap keeps the outputs
+        assert torch.allclose(original(**_inputs()).logits, model(**_inputs()).logits, atol=1e-6)
+    # plain: one MLP width for all layers, which the config's n_inner describes; else
+    # per-layer widths, which only autoprune's loader rebuilds
+    pruned = _pruned(model, {"inner": 0.5},
+                     None if plain else {"transformer.h.1.inner": 0.25})
+    huggingface.save_pretrained(pruned, tmp_path / "gpt2")
+    saved = transformers.AutoConfig.from_pretrained(tmp_path / "gpt2")
+    assert saved.autoprune_shapes["conv1d"]
+    assert saved.n_inner == (32 if plain else 64)
+    loader = (transformers.GPT2ForSequenceClassification.from_pretrained if plain
+              else huggingface.from_pretrained)
+    loaded = loader(tmp_path / "gpt2").eval()
+    assert type(loaded.transformer.h[0].mlp.c_fc).__name__ == "Conv1D"
+    with torch.no_grad():
+        assert torch.allclose(pruned(**_inputs()).logits, loaded(**_inputs()).logits, atol=1e-6)
