@@ -48,6 +48,10 @@ def _set_bert_heads(module: nn.Module, heads: int) -> None:
     module.all_head_size = heads * module.attention_head_size
 
 
+def _set_distilbert_heads(module: nn.Module, heads: int) -> None:
+    module.n_heads = heads
+
+
 def _set_gpt2_heads(module: nn.Module, heads: int) -> None:
     module.num_heads = heads
     module.split_size = heads * module.head_dim  # q, k and v are split off c_attn's output
@@ -71,6 +75,15 @@ ATTENTION_KINDS = (
                            and isinstance(getattr(m, "attention_head_size", None), int)),
         projection_names=("query", "key", "value"), outputs_per_projection=1,
         head_dim=lambda m: m.attention_head_size, set_heads=_set_bert_heads),
+    # HuggingFace DistilBERT: q_lin, k_lin, v_lin; reshapes with -1 heads, so only the count
+    # attribute needs updating.
+    AttentionKind(
+        name="HuggingFace DistilBERT q_lin/k_lin/v_lin",
+        matches=lambda m: (all(_is_linear(m, n) for n in ("q_lin", "k_lin", "v_lin"))
+                           and isinstance(getattr(m, "n_heads", None), int)
+                           and isinstance(getattr(m, "attention_head_size", None), int)),
+        projection_names=("q_lin", "k_lin", "v_lin"), outputs_per_projection=1,
+        head_dim=lambda m: m.attention_head_size, set_heads=_set_distilbert_heads),
     # HuggingFace GPT-2-style attention: fused c_attn (a Conv1D, swapped for an nn.Linear by
     # conversions.to_prunable before pruning), split into q, k, v by `split_size`. Cross-
     # attention (q_attn) is not handled.

@@ -121,3 +121,18 @@ def test_gpt2_conv1d_model_prunes_and_round_trips_in_its_own_layout(tmp_path, pl
     assert type(loaded.transformer.h[0].mlp.c_fc).__name__ == "Conv1D"
     with torch.no_grad():
         assert torch.allclose(pruned(**_inputs()).logits, loaded(**_inputs()).logits, atol=1e-6)
+
+
+def test_search_on_gpt2_then_save_pretrained_loads_in_transformers_layout(tmp_path):
+    data = TokenTask()
+    train = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    val = DataLoader(data, batch_size=8)
+    result = autoprune.search(tiny_gpt2(), trials=3, train=train, val=val, finetune_steps=2,
+                              output_dir=tmp_path, study_name="gpt2", verbose=False,
+                              write_report=False, threads=1)
+    assert result.study.user_attrs["settings"]["space"]["family"] == "hf_decoder"
+    pruned = result.load(result.pareto[0].trial)
+    huggingface.save_pretrained(pruned, tmp_path / "export")
+    loaded = huggingface.from_pretrained(tmp_path / "export")
+    with torch.no_grad():
+        assert torch.allclose(pruned(**_inputs()).logits, loaded(**_inputs()).logits, atol=1e-6)
