@@ -39,6 +39,12 @@ class TokenTask(Dataset):
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, ids[0] % 3
 
 
+def _loaders():
+    data = TokenTask()
+    return (DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0)),
+            DataLoader(data, batch_size=8))
+
+
 def _inputs(batch: int = 4):
     ids = torch.randint(0, 50, (batch, 12), generator=torch.Generator().manual_seed(1))
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -56,9 +62,7 @@ def _pruned(model, sparsity_by_kind, sparsity_by_name=None):
 
 
 def test_search_on_a_bert_classifier_prunes_heads_and_reads_logits(tmp_path):
-    data = TokenTask()
-    train = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
-    val = DataLoader(data, batch_size=8)
+    train, val = _loaders()
     result = autoprune.search(tiny_bert(), trials=4, train=train, val=val, finetune_steps=3,
                               output_dir=tmp_path, study_name="bert", verbose=False,
                               write_report=False, threads=1)
@@ -124,9 +128,7 @@ def test_gpt2_conv1d_model_prunes_and_round_trips_in_its_own_layout(tmp_path, pl
 
 
 def test_search_on_gpt2_then_save_pretrained_loads_in_transformers_layout(tmp_path):
-    data = TokenTask()
-    train = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
-    val = DataLoader(data, batch_size=8)
+    train, val = _loaders()
     result = autoprune.search(tiny_gpt2(), trials=3, train=train, val=val, finetune_steps=2,
                               output_dir=tmp_path, study_name="gpt2", verbose=False,
                               write_report=False, threads=1)
