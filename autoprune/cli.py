@@ -1,4 +1,4 @@
-"""Command line: `autoprune search | report | export | select`, the same options as the API."""
+"""Command line: `autoprune search | worker | report | export | select | bench`."""
 
 from __future__ import annotations
 
@@ -20,22 +20,28 @@ def _constraint(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"constraint {key!r} needs a number, got {value!r}") from None
 
 
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and data options `search` and `bench` share."""
+    parser.add_argument("--model", default="resnet18",
+                        help="a timm model name, or a .safetensors checkpoint with a sidecar .json")
+    parser.add_argument("--weights", help="weights for --model NAME (.safetensors, or .pt/.pth "
+                                         "state dict loaded with weights_only=True)")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="use timm's pretrained weights (must already be in your local cache)")
+    parser.add_argument("--data", default="digits", choices=["digits"],
+                        help="data set: scikit-learn's bundled digits, upsampled to 32x32")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="batch size (latency is timed at it)")
+    parser.add_argument("--train-epochs", type=int, default=4,
+                        help="epochs to train a digits model when --model is a bare name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoprune", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("search", help="search pruned versions of a model",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    run.add_argument("--model", default="resnet18",
-                     help="a timm model name, or a .safetensors checkpoint with a sidecar .json")
-    run.add_argument("--weights", help="weights for --model NAME (.safetensors, or .pt/.pth "
-                                      "state dict loaded with weights_only=True)")
-    run.add_argument("--pretrained", action="store_true",
-                     help="use timm's pretrained weights (must already be in your local cache)")
-    run.add_argument("--data", default="digits", choices=["digits"],
-                     help="data set: scikit-learn's bundled digits, upsampled to 32x32")
-    run.add_argument("--batch-size", type=int, default=32, help="batch size (latency is timed at it)")
-    run.add_argument("--train-epochs", type=int, default=4,
-                     help="epochs to train a digits model when --model is a bare name")
+    _model_arguments(run)
     run.add_argument("--budget", default=None, help="wall clock: '90s', '20m', '8h' (default 4m "
                                                     "unless --trials is given)")
     run.add_argument("--trials", type=int, help="number of trials in total")
@@ -73,6 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--budget", help="this worker's time (default: until the study's trial "
                                          "total is reached, or the study's time budget)")
     worker.add_argument("--output-dir", default="reports")
+
+    bench = commands.add_parser(
+        "bench", help="compare autoprune with uniform, global, random and FastNAS pruning",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _model_arguments(bench)
+    bench.add_argument("--budget", default="5m", help="wall clock of each search (autoprune, random)")
+    bench.add_argument("--finetune-steps", type=int, default=60,
+                       help="fine-tuning steps of every model, every method")
+    bench.add_argument("--ratios", default="0.3,0.5,0.7,0.85",
+                       help="pruning ratios of the uniform and global sweeps (FastNAS gets the "
+                            "uniform sweep's MAC fractions as FLOPs targets)")
+    bench.add_argument("--methods", default="uniform,global,random,fastnas,autoprune")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    bench.add_argument("--name", help="results go to <output-dir>/benchmarks/NAME "
+                                      "(default: <model>-<device>)")
+    bench.add_argument("--output-dir", default="reports")
+    bench.add_argument("--seed", type=int, default=0)
 
     report = study_command("report", "write the HTML report of a study (also while it runs)")
     report.add_argument("--output", help="HTML file (default: <output-dir>/<study>/report.html)")
@@ -208,11 +232,50 @@ def worker_command(args) -> int:
     return search_command(options)
 
 
+def bench_command(args) -> int:
+    import shlex
+
+    import torch
+
+    from .bench import BenchSetup, run_bench, split_holdout
+    from .budget import parse_budget
+    from .data import digits_loaders
+
+    ratios = tuple(float(r) for r in args.ratios.split(","))
+    if not all(0 < r < 1 for r in ratios):
+        raise InvalidInputError(f"--ratios must lie in (0, 1), got {args.ratios}")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    budget = parse_budget(args.budget, None).seconds
+    train, held_out = digits_loaders(batch_size=args.batch_size, seed=args.seed)
+    select, test = split_holdout(held_out, seed=args.seed)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("--device cuda, but torch sees no CUDA device")
+    name = args.name or f"{Path(args.model).stem}-{device.type}"
+    setup = BenchSetup(model=_load_model(args).to(device).eval(), train=train, select=select,
+                       test=test, device=device, threads=args.threads or torch.get_num_threads(),
+                       finetune_steps=args.finetune_steps, budget_seconds=budget, ratios=ratios,
+                       output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
+                       log=lambda text: print(text, file=sys.stderr, flush=True))
+    results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv))
+    print(f"{'method':<10} {'HV':>7} " + " ".join(f"{k:>8}" for k in
+          next(iter(results['methods'].values()))["accuracy_at_speedup"]) + "  speedup/MACs  overhead")
+    for method, s in results["methods"].items():
+        cells = " ".join("       –" if v is None else f"{100 * v:7.2f}%"
+                         for v in s["accuracy_at_speedup"].values())
+        print(f"{method:<10} {s['hypervolume']:7.4f} {cells}  {s['speedup_per_mac_reduction_median']:11.2f}"
+              f"  {100 * s['overhead_share']:7.1f}%")
+    print(f"written: {setup.output_dir}/results.json and comparison.html")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded with benchmark results
     try:
         commands = {"search": search_command, "worker": worker_command, "report": report_command,
-                    "export": export_command, "select": select_command}
+                    "export": export_command, "select": select_command, "bench": bench_command}
         return commands[args.command](args)
     except AutopruneError as err:
         print(f"autoprune: error: {err}", file=sys.stderr)

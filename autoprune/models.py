@@ -25,15 +25,17 @@ DEFAULT_DEMO_MODEL = "resnet18"
 DEFAULT_CACHE_DIR = Path("reports") / "models"
 
 
-def create_timm_model(name: str, num_classes: int, pretrained: bool = False) -> nn.Module:
-    """`timm.create_model` with a clear error for an unknown name."""
+def create_timm_model(name: str, num_classes: int, pretrained: bool = False,
+                      **kwargs) -> nn.Module:
+    """`timm.create_model` with a clear error for an unknown name; `kwargs` go to the model
+    (e.g. `channels` of a narrowed ResNet)."""
     import timm
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         raise InvalidInputError(f"unknown timm model {name!r}" +
                                 (f"; similar names: {', '.join(close)}" if close else ""))
-    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -61,7 +63,8 @@ def _sidecar(path: Path) -> Path:
 
 def save_timm_checkpoint(model: nn.Module, name: str, num_classes: int, path: Path,
                          extra: dict | None = None) -> Path:
-    """Write `path` (safetensors) and its sidecar JSON naming the timm architecture."""
+    """Write `path` (safetensors) and its sidecar JSON naming the timm architecture; an
+    `extra` entry `timm_kwargs` is passed to `timm.create_model` when loading."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, str(path))
     _sidecar(path).write_text(json.dumps({"timm_model": name, "num_classes": num_classes,
@@ -77,7 +80,7 @@ def load_timm_checkpoint(path: str | Path) -> nn.Module:
         raise InvalidInputError(f"{path} has no sidecar {sidecar.name} naming its architecture; "
                                 "pass the timm name with --model and this file with --weights")
     info = json.loads(sidecar.read_text())
-    model = create_timm_model(info["timm_model"], info["num_classes"])
+    model = create_timm_model(info["timm_model"], info["num_classes"], **info.get("timm_kwargs", {}))
     return load_weights(model, path)
 
 

@@ -7,6 +7,7 @@ goes on.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -257,6 +258,7 @@ def search(
     write_report: bool = True,
     verbose: bool = True,
     extra_settings: dict | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> SearchResult:
     """Search for pruned versions of `model` trading accuracy against latency and memory.
 
@@ -267,6 +269,7 @@ def search(
     PostgreSQL `storage` and a shared `artifacts` directory) adds workers to it. Returns a
     `SearchResult` whose `pareto` lists the non-dominated models sorted by latency.
     `keep_checkpoints` "front" deletes the weights of trials that fall off the front.
+    `sampler` replaces the multivariate TPE sampler (the benchmark's random search uses it).
     """
     started = time.monotonic()  # a time budget counts the whole call, set-up included
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
@@ -311,8 +314,9 @@ def search(
                 "dimensions": [d.name for d in dimensions], "constraints": parsed_constraints,
                 "device": device.type, "batch_size": batch_size_of(example_inputs)}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed, constant_liar=True,
-                                         n_startup_trials=max(8, len(space.uniform_ratios) + 5))
+    sampler = sampler or optuna.samplers.TPESampler(
+        multivariate=True, seed=seed, constant_liar=True,
+        n_startup_trials=max(8, len(space.uniform_ratios) + 5))
     study, created = _open_study(study_name, storage, sampler)
     _check_same_search(study, identity, where)
     if created:  # enqueued once per study, whatever the number of workers

@@ -1,0 +1,327 @@
+"""`autoprune bench`: autoprune's search against what a user would do instead, measured alike.
+
+On one trained model, one data split and one device, with one fine-tuning recipe (steps,
+optimizer, learning rate, distillation) and one wall-clock budget per method:
+
+- uniform: Torch-Pruning with one ratio for every layer (L2 magnitude), at a sweep of ratios;
+- global: the same sweep with `global_pruning=True` (Torch-Pruning ranks channels across layers);
+- random: random search over autoprune's own search space (no uniform warm start);
+- fastnas: NVIDIA Model Optimizer's FastNAS at FLOPs targets matched to the uniform sweep
+  (optional: `pip install nvidia-modelopt requests torchprofile==0.0.4`);
+- autoprune: `autoprune.search` as shipped.
+
+Searches choose on a *selection* split; every model is then scored on a separate *test*
+split, and timed in one process, interleaved round by round with the unpruned model, so a
+shared machine's drift favours no method. See `summarise` for the figures.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+from torch.utils.data import DataLoader, Subset
+
+from .data import first_batch, to_device
+from .evaluate import evaluate
+from .finetune import Distillation, finetune
+from .grouping import output_layer_names
+from .measure import count_macs_and_params, interleaved_latency_ms
+from .space import resolve_search_space
+
+METHODS = ("uniform", "global", "random", "fastnas", "autoprune")
+MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0)
+RECIPE_DISTILLATION = Distillation(alpha=0.5, temperature=4.0)  # as autoprune's references
+
+
+@dataclass
+class BenchModel:
+    """One model a method produced, with what it cost and, after `time_all`, how it runs."""
+
+    method: str
+    label: str
+    model: nn.Module = field(repr=False)
+    seconds: float                 # wall time to produce it (prune/search + fine-tune + eval)
+    overhead_seconds: float        # of which neither fine-tuning nor evaluation
+    macs: int = 0
+    params: int = 0
+    accuracy: float = 0.0          # on the test split
+    latency_ms: float = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("model")
+        return data
+
+
+@dataclass
+class BenchSetup:
+    """What every method shares."""
+
+    model: nn.Module
+    train: Any
+    select: Any                     # what searches and FastNAS choose on
+    test: Any                       # what every reported accuracy is measured on
+    device: torch.device
+    threads: int
+    finetune_steps: int
+    budget_seconds: float
+    ratios: tuple[float, ...]
+    output_dir: Path
+    seed: int = 0
+    log: Callable[[str], None] = print
+    space: Any = None
+    example_inputs: Any = None
+
+    def __post_init__(self):
+        self.space = self.space or resolve_search_space(self.model, None)
+        self.example_inputs = to_device(first_batch(self.select, "select")[0], self.device)
+        self.lr = (self.space.lr[0] * self.space.lr[1]) ** 0.5  # autoprune's reference lr
+
+
+def split_holdout(loader: DataLoader, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    """Halve a held-out set into (selection, test), stratified by label."""
+    from sklearn.model_selection import train_test_split
+
+    dataset = loader.dataset
+    labels = [int(dataset[i][1]) for i in range(len(dataset))]
+    select, test = train_test_split(list(range(len(dataset))), test_size=0.5, stratify=labels,
+                                    random_state=seed)
+    return (DataLoader(Subset(dataset, select), batch_size=loader.batch_size),
+            DataLoader(Subset(dataset, test), batch_size=loader.batch_size))
+
+
+def _finetuned(setup: BenchSetup, method: str, label: str, pruned: nn.Module,
+               started: float, overhead: float) -> BenchModel:
+    finetune(pruned, setup.model, setup.train, setup.finetune_steps, setup.lr,
+             RECIPE_DISTILLATION, setup.device, optimizer=setup.space.optimizer)
+    evaluate(pruned, setup.select, setup.device)  # what a user would check; counted as evaluation
+    return BenchModel(method, label, pruned.eval(), time.perf_counter() - started, overhead)
+
+
+def torch_pruning_sweep(setup: BenchSetup, global_pruning: bool) -> list[BenchModel]:
+    """Torch-Pruning the way its README shows, one fine-tuned model per ratio."""
+    method = "global" if global_pruning else "uniform"
+    keep = set(output_layer_names(setup.model, setup.example_inputs))
+    results = []
+    for ratio in setup.ratios:
+        started = time.perf_counter()
+        pruned = copy.deepcopy(setup.model)
+        modules = dict(pruned.named_modules())
+        pruner = tp.pruner.MetaPruner(
+            pruned, setup.example_inputs, importance=tp.importance.GroupMagnitudeImportance(p=2),
+            pruning_ratio=ratio, global_pruning=global_pruning,
+            max_pruning_ratio=0.9 if global_pruning else 1.0,
+            ignored_layers=[modules[name] for name in keep])
+        pruner.step()
+        overhead = time.perf_counter() - started
+        results.append(_finetuned(setup, method, f"{method} {ratio:g}", pruned, started, overhead))
+        setup.log(f"  {method} {ratio:g}: {results[-1].seconds:.1f} s")
+    return results
+
+
+def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
+    """autoprune's search (or random search over its space): its front, fine-tuned already."""
+    from .study import search
+
+    method = "random" if random else "autoprune"
+    space = replace(setup.space, uniform_ratios=()) if random else setup.space
+    sampler = optuna.samplers.RandomSampler(seed=setup.seed) if random else None
+    started = time.perf_counter()
+    result = search(setup.model, budget=setup.budget_seconds, train=setup.train, val=setup.select,
+                    device=setup.device, search_space=space, sampler=sampler,
+                    output_dir=setup.output_dir, study_name=method, seed=setup.seed,
+                    finetune_steps=setup.finetune_steps, threads=setup.threads,
+                    write_report=False, verbose=False)
+    total = time.perf_counter() - started
+    trials = [t for t in result.study.trials if t.datetime_complete is not None]
+    trial_seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    work = sum(t.user_attrs.get("seconds_finetune", 0) + t.user_attrs.get("seconds_evaluate", 0)
+               for t in trials)
+    setup.log(f"  {method}: {len(trials)} trials in {total:.0f} s, front of {len(result.pareto)}")
+    share = max(1, len(result.pareto))  # the trials' time, spread over the models they left
+    return [BenchModel(method, f"{method} trial {c.trial}",
+                       result.load(c.trial).to(setup.device).eval(),
+                       trial_seconds / share, (trial_seconds - work) / share)
+            for c in result.pareto]
+
+
+def fastnas_sweep(setup: BenchSetup, mac_fractions: list[float],
+                  failures: dict[str, str]) -> list[BenchModel]:
+    """Model Optimizer's FastNAS at each FLOPs fraction, scored on the selection split; a
+    target it refuses ("NOT all constraints can be satisfied") is noted in `failures`."""
+    import modelopt.torch.prune as mtp
+
+    batches = [to_device(b, setup.device) for b in setup.train]
+    results = []
+    for fraction in mac_fractions:
+        started = time.perf_counter()
+        try:  # PEERS.md's working call
+            pruned, _ = mtp.prune(
+                model=copy.deepcopy(setup.model), mode="fastnas",
+                constraints={"flops": f"{100 * fraction:.1f}%"}, dummy_input=setup.example_inputs,
+                config={"data_loader": batches, "collect_func": lambda batch: batch[0],
+                        "max_iter_data_loader": 50,
+                        "checkpoint": str(setup.output_dir / f"fastnas-{fraction:.3f}.pth"),
+                        "score_func": lambda m: evaluate(m, setup.select, setup.device)})
+        except Exception as err:  # a peer's refusal is a finding, not a crash of the run
+            failures[f"fastnas {fraction:.0%} FLOPs"] = f"{type(err).__name__}: {err}"
+            setup.log(f"  fastnas {fraction:.0%}: failed: {type(err).__name__}: {err}")
+            continue
+        overhead = time.perf_counter() - started
+        results.append(_finetuned(setup, "fastnas", f"fastnas {fraction:.0%} FLOPs", pruned,
+                                  started, overhead))
+        setup.log(f"  fastnas {fraction:.0%}: {results[-1].seconds:.1f} s")
+    return results
+
+
+def time_all(setup: BenchSetup, models: list[BenchModel], rounds: int = 5) -> float:
+    """Test accuracy, MACs and interleaved latency of every model; returns the unpruned latency."""
+    for item in models:
+        item.accuracy = evaluate(item.model, setup.test, setup.device)
+        item.macs, item.params = count_macs_and_params(item.model, setup.example_inputs)
+    timed = {"unpruned": setup.model, **{i: item.model for i, item in enumerate(models)}}
+    with torch.no_grad():
+        latencies = interleaved_latency_ms(timed, setup.example_inputs, setup.device,
+                                           setup.threads, rounds=rounds, min_run_time=0.2)
+    for i, item in enumerate(models):
+        item.latency_ms = latencies[i]
+    return latencies["unpruned"]
+
+
+def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Non-dominated (speedup, accuracy) points, by increasing speedup."""
+    kept = [p for p in points
+            if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)]
+    return sorted(set(kept))
+
+
+def hypervolume_2d(points: list[tuple[float, float]]) -> float:
+    """Area dominated by (speedup, accuracy) points above the reference (speedup 1, accuracy 0),
+    with speedup mapped to the time saved, 1 - 1/speedup, so the area lies in [0, 1]."""
+    area, last_x = 0.0, 0.0
+    for speedup, accuracy in front(points):  # faster and faster, less and less accurate
+        x = max(0.0, 1.0 - 1.0 / speedup)
+        if x > last_x:
+            area += (x - last_x) * accuracy  # the strip only this point (and slower) reach
+            last_x = x
+    return area
+
+
+def accuracy_at(points: list[tuple[float, float]], speedup: float) -> float | None:
+    """Accuracy the front reaches at `speedup`: linear interpolation between the two front
+    points around it; a point at least as fast counts; None beyond the front's fastest."""
+    points = front(points)
+    if not points or speedup > points[-1][0]:
+        return None
+    for (s0, a0), (s1, a1) in zip(points, points[1:]):
+        if s0 <= speedup <= s1:
+            return a0 + (a1 - a0) * (speedup - s0) / (s1 - s0) if s1 > s0 else max(a0, a1)
+    return points[0][1]  # below the slowest front point: that point already does it
+
+
+def summarise(models: list[BenchModel], base: BenchModel,
+              walls: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per method: front, hypervolume, accuracy at matched speedups, speedup per MAC cut, overhead."""
+    summary = {}
+    for method in METHODS:
+        mine = [m for m in models if m.method == method]
+        if not mine:
+            continue
+        points = [(base.latency_ms / m.latency_ms, m.accuracy) for m in mine]
+        efficiency = sorted((base.latency_ms / m.latency_ms) / (base.macs / m.macs) for m in mine)
+        seconds = sum(m.seconds for m in mine)
+        summary[method] = {
+            "models": len(mine),
+            "front": [{"speedup": s, "accuracy": a} for s, a in front(points)],
+            "hypervolume": hypervolume_2d(points),
+            "accuracy_at_speedup": {f"{s:g}x": accuracy_at(points, s) for s in MATCHED_SPEEDUPS},
+            "speedup_per_mac_reduction_median": efficiency[len(efficiency) // 2],
+            "wall_seconds": (walls or {}).get(method, seconds),
+            # of the trials' (or sweep points') time, the share that is neither fine-tuning
+            # nor evaluation: pruning, measuring, sampling, storage, checkpoints
+            "overhead_share": sum(m.overhead_seconds for m in mine) / seconds if seconds else 0.0,
+        }
+    return summary
+
+
+def machine_description(device: torch.device, threads: int) -> dict[str, Any]:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": __import__("os").cpu_count(), "threads": threads, "device": str(device),
+            "torch": torch.__version__, "torch_pruning": tp.__version__, "optuna": optuna.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        import modelopt
+        info["modelopt"] = modelopt.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS,
+              command: str = "") -> dict[str, Any]:
+    """Run each method, time everything together, and write results.json and comparison.html."""
+    setup.output_dir.mkdir(parents=True, exist_ok=True)
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown benchmark methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+    started = datetime.now()
+    base_accuracy = evaluate(setup.model, setup.select, setup.device)
+    setup.log(f"unpruned: selection accuracy {base_accuracy:.2%}")
+    models: list[BenchModel] = []
+    skipped, walls = {}, {}
+    for method in methods:
+        setup.log(f"{method} ...")
+        method_started = time.perf_counter()
+        if method in ("uniform", "global"):
+            models += torch_pruning_sweep(setup, global_pruning=method == "global")
+        elif method in ("random", "autoprune"):
+            models += autoprune_search(setup, random=method == "random")
+        elif method == "fastnas":
+            try:
+                import modelopt.torch.prune  # noqa: F401  (optional: the bench extra)
+            except ImportError as err:
+                skipped["fastnas"] = f"nvidia-modelopt is not installed ({err})"
+                setup.log(f"  skipped: {skipped['fastnas']}")
+                continue
+            base_macs = count_macs_and_params(setup.model, setup.example_inputs)[0]
+            uniform = [m for m in models if m.method == "uniform"] or torch_pruning_sweep(setup, False)
+            fractions = [count_macs_and_params(m.model, setup.example_inputs)[0] / base_macs
+                         for m in uniform]
+            models += fastnas_sweep(setup, fractions, skipped)
+        walls[method] = time.perf_counter() - method_started
+    setup.log(f"timing {len(models)} models and the unpruned one, interleaved ...")
+    base = BenchModel("unpruned", "unpruned", setup.model, 0.0, 0.0)
+    base.latency_ms = time_all(setup, models)
+    base.accuracy = evaluate(setup.model, setup.test, setup.device)
+    base.macs, base.params = count_macs_and_params(setup.model, setup.example_inputs)
+    results = {
+        "command": command, "date": started.isoformat(timespec="seconds"),
+        "seconds": (datetime.now() - started).total_seconds(),
+        "machine": machine_description(setup.device, setup.threads),
+        "recipe": {"finetune_steps": setup.finetune_steps, "optimizer": setup.space.optimizer,
+                   "lr": setup.lr, "kd_alpha": RECIPE_DISTILLATION.alpha,
+                   "kd_temperature": RECIPE_DISTILLATION.temperature,
+                   "budget_seconds_per_search": setup.budget_seconds, "ratios": list(setup.ratios)},
+        "splits": {"train": len(setup.train.dataset), "select": len(setup.select.dataset),
+                   "test": len(setup.test.dataset)},
+        "hypervolume_reference": "speedup 1 (the unpruned latency) and accuracy 0; the speedup "
+                                 "axis is time saved, 1 - 1/speedup, so a hypervolume is in [0, 1]",
+        "unpruned": base.figures(), "skipped": skipped,
+        "methods": summarise(models, base, walls), "models": [m.figures() for m in models],
+    }
+    (setup.output_dir / "results.json").write_text(json.dumps(results, indent=1))
+    from .bench_report import write_comparison
+    write_comparison(results, setup.output_dir / "comparison.html")
+    return results
