@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -257,7 +258,7 @@ def summarise(models: list[BenchModel], base: BenchModel,
 
 def machine_description(device: torch.device, threads: int) -> dict[str, Any]:
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": __import__("os").cpu_count(), "threads": threads, "device": str(device),
+            "cpu_count": os.cpu_count(), "threads": threads, "device": str(device),
             "torch": torch.__version__, "torch_pruning": tp.__version__, "optuna": optuna.__version__}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

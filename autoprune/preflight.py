@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import torch
-import torch_pruning as tp
 
 from .errors import InvalidInputError
 from .grouping import PruningDimension, output_tensors, run_model
@@ -43,17 +42,16 @@ def _try(model, example_inputs, dimensions, sparsity, ignored_names, space, devi
     if removes and (sum(p.numel() for p in pruned.parameters())
                     >= sum(p.numel() for p in model.parameters())):
         raise RuntimeError("pruning removed no parameter (Torch-Pruning found no layer it could cut)")
-    return pruned
 
 
 def preflight(model: torch.nn.Module, example_inputs: Any, dimensions: list[PruningDimension],
-              space: SearchSpace, ignored_names: Iterable[str], device) -> dict[str, Any]:
-    """Raise `InvalidInputError` naming the layers that cannot be pruned; else return figures."""
+              space: SearchSpace, ignored_names: Iterable[str], device) -> None:
+    """Raise `InvalidInputError` naming the layers that cannot be pruned."""
     ignored_names = list(ignored_names)
     sparsity = {dim.name: _ratio(space, dim) for dim in dimensions}
     model_name = type(model).__name__
     try:
-        pruned = _try(model, example_inputs, dimensions, sparsity, ignored_names, space, device)
+        _try(model, example_inputs, dimensions, sparsity, ignored_names, space, device)
     except Exception as err:  # any failure: find which dimensions cause it
         failing = []
         for dim in dimensions:
@@ -75,7 +73,3 @@ def preflight(model: torch.nn.Module, example_inputs: Any, dimensions: list[Prun
             "Keep those layers unpruned with ignored_layers=[<module-name regex>, ...] "
             "(CLI: --ignore-layer REGEX), or cap their kind's range in a search-space file."
         ) from err
-    pruned.eval()
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(pruned, example_inputs)
-    return {"ratio": PREFLIGHT_RATIO, "macs": macs, "params": params}

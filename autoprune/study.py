@@ -30,11 +30,11 @@ from .constraints import parse_constraints
 from .data import batch_size_of, first_batch, to_device
 from .errors import InvalidInputError
 from .evaluate import evaluate, top1_accuracy
+from .conversions import prepare
 from .finetune import Distillation, finetune, logits_of
 from .grouping import check_prunable, ignored_modules, plan_dimensions, run_model
 from .measure import Measurement, interleaved_latency_ms, measure
 from .models import model_source
-from .conversions import prepare
 from .preflight import preflight
 from .prune import kept_out_channels, prune_copy
 from .result import SearchResult

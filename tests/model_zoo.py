@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from tiny_models import TinyConcatNet, TinyResNet
+from tiny_models import GroupedAfterConcat, TinyConcatNet, TinyResNet, TinyTransformer
 
 
 @dataclass(frozen=True)
@@ -164,9 +164,8 @@ def _timm_small(name: str, **kwargs):
 # Model types the pre-flight check refuses today (README: "Not supported yet"). `verdicts()`
 # prints its message for each, so the README quotes the check, not a guess.
 NOT_SUPPORTED = [
-    ("custom block with nn.MultiheadAttention", "image", lambda: __import__("tiny_models").TinyTransformer()),
-    ("custom grouped conv inside a concatenation", "image",
-     lambda: __import__("tiny_models").GroupedAfterConcat()),
+    ("custom block with nn.MultiheadAttention", "image", TinyTransformer),
+    ("custom grouped conv inside a concatenation", "image", GroupedAfterConcat),
     ("timm swin (window attention)", "image", _swin),
     ("timm levit_128s", "image", lambda: _timm_small("levit_128s", img_size=32)),
     ("timm mobilevit_xxs", "image", lambda: _timm_small("mobilevit_xxs")),

@@ -61,11 +61,15 @@ def _pruned(model, sparsity_by_kind, sparsity_by_name=None):
     return prune_copy(model, inputs, dims, sparsity, "l2", names, space.round_to).model
 
 
-def test_search_on_a_bert_classifier_prunes_heads_and_reads_logits(tmp_path):
+def _search(model, tmp_path, name: str, trials: int, steps: int):
     train, val = _loaders()
-    result = autoprune.search(tiny_bert(), trials=4, train=train, val=val, finetune_steps=3,
-                              output_dir=tmp_path, study_name="bert", verbose=False,
-                              write_report=False, threads=1)
+    return autoprune.search(model, trials=trials, train=train, val=val, finetune_steps=steps,
+                            output_dir=tmp_path, study_name=name, verbose=False,
+                            write_report=False, threads=1)
+
+
+def test_search_on_a_bert_classifier_prunes_heads_and_reads_logits(tmp_path):
+    result = _search(tiny_bert(), tmp_path, "bert", trials=4, steps=3)
     assert result.study.user_attrs["settings"]["space"]["family"] == "hf_encoder"
     assert result.pareto
     pruned = result.load(result.pareto[0].trial)
@@ -128,10 +132,7 @@ def test_gpt2_conv1d_model_prunes_and_round_trips_in_its_own_layout(tmp_path, pl
 
 
 def test_search_on_gpt2_then_save_pretrained_loads_in_transformers_layout(tmp_path):
-    train, val = _loaders()
-    result = autoprune.search(tiny_gpt2(), trials=3, train=train, val=val, finetune_steps=2,
-                              output_dir=tmp_path, study_name="gpt2", verbose=False,
-                              write_report=False, threads=1)
+    result = _search(tiny_gpt2(), tmp_path, "gpt2", trials=3, steps=2)
     assert result.study.user_attrs["settings"]["space"]["family"] == "hf_decoder"
     pruned = result.load(result.pareto[0].trial)
     huggingface.save_pretrained(pruned, tmp_path / "export")
