@@ -10,9 +10,13 @@ optimizer, learning rate, distillation) and one wall-clock budget per method:
   (optional: `pip install nvidia-modelopt requests torchprofile==0.0.4`);
 - autoprune: `autoprune.search` as shipped.
 
-Searches choose on a *selection* split; every model is then scored on a separate *test*
-split, and timed in one process, interleaved round by round with the unpruned model, so a
-shared machine's drift favours no method. See `summarise` for the figures.
+Every method chooses on a *selection* split, as a user would: the models it offers are those
+not beaten on selection accuracy by a faster model of its own. Those are then scored on a
+separate *test* split and timed in one process, interleaved round by round with the unpruned
+model, so a shared machine's drift favours no method. With `repeats`, everything runs again
+on other selection/test halves and seeds, and the figures are given as mean, min and max:
+one digits test image is worth about half a point, so single runs cannot separate methods
+that are a point apart. See `summarise` for the figures.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import copy
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -41,7 +46,7 @@ from .measure import count_macs_and_params, interleaved_latency_ms
 from .space import resolve_search_space
 
 METHODS = ("uniform", "global", "random", "fastnas", "autoprune")
-MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0)
+MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
 RECIPE_DISTILLATION = Distillation(alpha=0.5, temperature=4.0)  # as autoprune's references
 
 
@@ -57,6 +62,7 @@ class BenchModel:
     macs: int = 0
     params: int = 0
     accuracy: float = 0.0          # on the test split
+    select_accuracy: float = 0.0   # on the selection split (what the method chooses by)
     latency_ms: float = 0.0
 
     def figures(self) -> dict[str, Any]:
@@ -71,8 +77,7 @@ class BenchSetup:
 
     model: nn.Module
     train: Any
-    select: Any                     # what searches and FastNAS choose on
-    test: Any                       # what every reported accuracy is measured on
+    held_out: Any                   # never trained on; halved into selection and test per seed
     device: torch.device
     threads: int
     finetune_steps: int
@@ -83,11 +88,16 @@ class BenchSetup:
     log: Callable[[str], None] = print
     space: Any = None
     example_inputs: Any = None
+    early_stop_margin: float | None = 0.02  # autoprune's (random search never stops early)
+    select: Any = None              # what searches and FastNAS choose on (set per seed)
+    test: Any = None                # what every reported accuracy is measured on (per seed)
 
     def __post_init__(self):
         self.space = self.space or resolve_search_space(self.model, None)
-        self.example_inputs = to_device(first_batch(self.select, "select")[0], self.device)
+        self.example_inputs = to_device(first_batch(self.held_out, "held_out")[0], self.device)
         self.lr = (self.space.lr[0] * self.space.lr[1]) ** 0.5  # autoprune's reference lr
+        if self.select is None:
+            self.select, self.test = split_holdout(self.held_out, self.seed)
 
 
 def split_holdout(loader: DataLoader, seed: int = 0) -> tuple[DataLoader, DataLoader]:
@@ -136,6 +146,7 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     from .study import search
 
     method = "random" if random else "autoprune"
+    shutil.rmtree(setup.output_dir / method, ignore_errors=True)  # a fresh study, not a resumed one
     space = replace(setup.space, uniform_ratios=()) if random else setup.space
     sampler = optuna.samplers.RandomSampler(seed=setup.seed) if random else None
     started = time.perf_counter()
@@ -143,6 +154,7 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
                     device=setup.device, search_space=space, sampler=sampler,
                     output_dir=setup.output_dir, study_name=method, seed=setup.seed,
                     finetune_steps=setup.finetune_steps, threads=setup.threads,
+                    early_stop_margin=None if random else setup.early_stop_margin,
                     write_report=False, verbose=False)
     total = time.perf_counter() - started
     trials = [t for t in result.study.trials if t.datetime_complete is not None]
@@ -190,6 +202,7 @@ def time_all(setup: BenchSetup, models: list[BenchModel], rounds: int = 5) -> fl
     """Test accuracy, MACs and interleaved latency of every model; returns the unpruned latency."""
     for item in models:
         item.accuracy = evaluate(item.model, setup.test, setup.device)
+        item.select_accuracy = evaluate(item.model, setup.select, setup.device)
         item.macs, item.params = count_macs_and_params(item.model, setup.example_inputs)
     timed = {"unpruned": setup.model, **{i: item.model for i, item in enumerate(models)}}
     with torch.no_grad():
@@ -231,22 +244,49 @@ def accuracy_at(points: list[tuple[float, float]], speedup: float) -> float | No
     return points[0][1]  # below the slowest front point: that point already does it
 
 
+def offered(models: list[BenchModel], base: BenchModel) -> list[BenchModel]:
+    """The models a method would offer a user: none of its own is faster and better on the
+    selection split. Every method is filtered alike, so none gets to choose on the test split."""
+    def speedup(m):
+        return base.latency_ms / m.latency_ms
+    return [m for m in models
+            if not any(speedup(o) >= speedup(m) and o.select_accuracy >= m.select_accuracy
+                       and (speedup(o), o.select_accuracy) != (speedup(m), m.select_accuracy)
+                       for o in models)]
+
+
+def picked_at(models: list[BenchModel], base: BenchModel, speedup: float) -> float | None:
+    """Test accuracy of the model a user would pick for `speedup`: the best on the selection
+    split among those at least that fast (the faster one on a tie); None if none is."""
+    fast = [m for m in models if base.latency_ms / m.latency_ms >= speedup]
+    if not fast:
+        return None
+    return max(fast, key=lambda m: (m.select_accuracy, -m.latency_ms)).accuracy
+
+
 def summarise(models: list[BenchModel], base: BenchModel,
               walls: dict[str, float] | None = None) -> dict[str, Any]:
-    """Per method: front, hypervolume, accuracy at matched speedups, speedup per MAC cut, overhead."""
+    """Per method: front, hypervolume, accuracy at matched speedups, speedup per MAC cut, overhead.
+
+    Front, hypervolume and interpolated accuracies use the test accuracies of the models the
+    method offers (`offered`); `picked_at_speedup` is the single model a user would pick.
+    """
     summary = {}
     for method in METHODS:
         mine = [m for m in models if m.method == method]
         if not mine:
             continue
-        points = [(base.latency_ms / m.latency_ms, m.accuracy) for m in mine]
+        shown = offered(mine, base)
+        points = [(base.latency_ms / m.latency_ms, m.accuracy) for m in shown]
         efficiency = sorted((base.latency_ms / m.latency_ms) / (base.macs / m.macs) for m in mine)
         seconds = sum(m.seconds for m in mine)
         summary[method] = {
             "models": len(mine),
+            "offered": len(shown),
             "front": [{"speedup": s, "accuracy": a} for s, a in front(points)],
             "hypervolume": hypervolume_2d(points),
             "accuracy_at_speedup": {f"{s:g}x": accuracy_at(points, s) for s in MATCHED_SPEEDUPS},
+            "picked_at_speedup": {f"{s:g}x": picked_at(mine, base, s) for s in MATCHED_SPEEDUPS},
             "speedup_per_mac_reduction_median": efficiency[len(efficiency) // 2],
             "wall_seconds": (walls or {}).get(method, seconds),
             # of the trials' (or sweep points') time, the share that is neither fine-tuning
@@ -254,6 +294,32 @@ def summarise(models: list[BenchModel], base: BenchModel,
             "overhead_share": sum(m.overhead_seconds for m in mine) / seconds if seconds else 0.0,
         }
     return summary
+
+
+def _spread(values: list[float | None]) -> dict[str, Any] | None:
+    """Mean, min and max over repeats; None unless every repeat has a value."""
+    if not values or any(v is None for v in values):
+        return None
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, each figure of `summarise` as mean/min/max over the repeats."""
+    merged = {}
+    for method in METHODS:
+        per_run = [run["methods"][method] for run in runs if method in run["methods"]]
+        if not per_run:
+            continue
+        first = per_run[0]
+        merged[method] = {
+            "repeats": len(per_run),
+            **{key: _spread([r[key] for r in per_run])
+               for key in ("hypervolume", "speedup_per_mac_reduction_median", "overhead_share",
+                           "wall_seconds")},
+            **{table: {s: _spread([r[table][s] for r in per_run]) for s in first[table]}
+               for table in ("accuracy_at_speedup", "picked_at_speedup")},
+        }
+    return merged
 
 
 def machine_description(device: torch.device, threads: int) -> dict[str, Any]:
@@ -270,16 +336,12 @@ def machine_description(device: torch.device, threads: int) -> dict[str, Any]:
     return info
 
 
-def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS,
-              command: str = "") -> dict[str, Any]:
-    """Run each method, time everything together, and write results.json and comparison.html."""
+def run_once(setup: BenchSetup, methods: tuple[str, ...]) -> dict[str, Any]:
+    """Every method on one selection/test split and seed; the models timed together."""
     setup.output_dir.mkdir(parents=True, exist_ok=True)
-    unknown = set(methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"unknown benchmark methods {sorted(unknown)}; known: {', '.join(METHODS)}")
-    started = datetime.now()
+    torch.manual_seed(setup.seed)
     base_accuracy = evaluate(setup.model, setup.select, setup.device)
-    setup.log(f"unpruned: selection accuracy {base_accuracy:.2%}")
+    setup.log(f"seed {setup.seed}: unpruned selection accuracy {base_accuracy:.2%}")
     models: list[BenchModel] = []
     skipped, walls = {}, {}
     for method in methods:
@@ -306,21 +368,45 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS,
     base = BenchModel("unpruned", "unpruned", setup.model, 0.0, 0.0)
     base.latency_ms = time_all(setup, models)
     base.accuracy = evaluate(setup.model, setup.test, setup.device)
+    base.select_accuracy = base_accuracy
     base.macs, base.params = count_macs_and_params(setup.model, setup.example_inputs)
+    return {"seed": setup.seed,
+            "splits": {"train": len(setup.train.dataset), "select": len(setup.select.dataset),
+                       "test": len(setup.test.dataset)},
+            "unpruned": base.figures(), "skipped": skipped,
+            "methods": summarise(models, base, walls), "models": [m.figures() for m in models]}
+
+
+def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: str = "",
+              repeats: int = 1) -> dict[str, Any]:
+    """Run each method `repeats` times (seeds setup.seed, +1, ...: other selection/test halves,
+    samplers and fine-tuning order), and write results.json and comparison.html."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown benchmark methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    setup.output_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now()
+    runs = []
+    for seed in range(setup.seed, setup.seed + repeats):
+        run_setup = replace(setup, seed=seed, select=None, test=None,
+                            output_dir=setup.output_dir / f"seed-{seed}")
+        runs.append(run_once(run_setup, methods))
     results = {
         "command": command, "date": started.isoformat(timespec="seconds"),
         "seconds": (datetime.now() - started).total_seconds(),
         "machine": machine_description(setup.device, setup.threads),
-        "recipe": {"finetune_steps": setup.finetune_steps, "optimizer": setup.space.optimizer,
+        "recipe": {"finetune_steps": setup.finetune_steps,
+                   "autoprune_early_stop_margin": setup.early_stop_margin, "optimizer": setup.space.optimizer,
                    "lr": setup.lr, "kd_alpha": RECIPE_DISTILLATION.alpha,
                    "kd_temperature": RECIPE_DISTILLATION.temperature,
                    "budget_seconds_per_search": setup.budget_seconds, "ratios": list(setup.ratios)},
-        "splits": {"train": len(setup.train.dataset), "select": len(setup.select.dataset),
-                   "test": len(setup.test.dataset)},
+        "splits": runs[0]["splits"],
         "hypervolume_reference": "speedup 1 (the unpruned latency) and accuracy 0; the speedup "
                                  "axis is time saved, 1 - 1/speedup, so a hypervolume is in [0, 1]",
-        "unpruned": base.figures(), "skipped": skipped,
-        "methods": summarise(models, base, walls), "models": [m.figures() for m in models],
+        "unpruned": runs[0]["unpruned"], "skipped": runs[0]["skipped"],
+        "repeats": repeats, "methods": aggregate(runs), "runs": runs,
     }
     (setup.output_dir / "results.json").write_text(json.dumps(results, indent=1))
     from .bench_report import write_comparison

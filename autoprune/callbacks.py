@@ -49,7 +49,8 @@ class Progress:
         return statistics.median(self.durations) if self.durations else 0.0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.COMPLETE and trial.datetime_start and trial.datetime_complete:
+        if (trial.state == TrialState.COMPLETE and trial.datetime_start and trial.datetime_complete
+                and not trial.user_attrs.get("stopped_early")):  # a full trial is what must fit
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
@@ -62,6 +63,8 @@ class Progress:
                 f" | {figures['memory_mb']:5.1f} MiB | {trial.params.get('criterion')}"
             if skipped:
                 what += f" | {skipped}"
+            if trial.user_attrs.get("stopped_early"):
+                what += f" | stopped early after {trial.user_attrs['screen_step']} steps"
         elif trial.state == TrialState.PRUNED:
             what = f"not run: {trial.user_attrs.get('surplus', 'pruned')}"
         else:

@@ -20,6 +20,18 @@ def _constraint(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"constraint {key!r} needs a number, got {value!r}") from None
 
 
+def _margin(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"the margin must be 0 or more, got {text!r}")
+    return value
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and data options `search` and `bench` share."""
     parser.add_argument("--model", default="resnet18",
@@ -54,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ignore-layer", action="append", default=[], metavar="REGEX",
                      help="module names never pruned; repeatable")
     run.add_argument("--finetune-steps", type=int, help="fine-tuning steps per trial")
+    run.add_argument("--early-stop-margin", type=_margin, default=0.02,
+                     help="stop a trial's fine-tuning a third of the way in when a faster "
+                          "finished trial scored this much better at that point; 'off' never stops")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite file in the run dir)")
     run.add_argument("--study-name", help="study name (default: model name and time)")
     run.add_argument("--output-dir", default="reports", help="where runs are written")
@@ -91,12 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="pruning ratios of the uniform and global sweeps (FastNAS gets the "
                             "uniform sweep's MAC fractions as FLOPs targets)")
     bench.add_argument("--methods", default="uniform,global,random,fastnas,autoprune")
+    bench.add_argument("--early-stop-margin", type=_margin, default=0.02,
+                       help="autoprune's early stopping of trials ('off': every trial fine-tunes "
+                            "to the end; random search never stops early)")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--name", help="results go to <output-dir>/benchmarks/NAME "
                                       "(default: <model>-<device>)")
     bench.add_argument("--output-dir", default="reports")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
+    bench.add_argument("--repeats", type=int, default=1,
+                       help="run everything this many times on other selection/test halves and "
+                            "seeds; figures are reported as mean, min and max")
 
     report = study_command("report", "write the HTML report of a study (also while it runs)")
     report.add_argument("--output", help="HTML file (default: <output-dir>/<study>/report.html)")
@@ -182,14 +203,16 @@ def _load_model(args):
 
 SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train_epochs",
                   "budget", "trials", "constraint", "device", "threads", "search_space",
-                  "ignore_layer", "finetune_steps", "seed")  # what a worker repeats
+                  "ignore_layer", "finetune_steps", "early_stop_margin", "seed")  # what a worker repeats
 
 
 def search_command(args) -> int:
     from .data import digits_loaders
     from .study import search
 
-    train, val = digits_loaders(batch_size=args.batch_size, seed=args.seed)
+    # The digits split stays the one the demo model was trained on, whatever --seed says:
+    # another split would put its training images in the validation set.
+    train, val = digits_loaders(batch_size=args.batch_size)
     model = _load_model(args)
     budget = args.budget if args.budget or args.trials else "4m"
     cli = {key: getattr(args, key) for key in SEARCH_OPTIONS}
@@ -198,6 +221,7 @@ def search_command(args) -> int:
                constraints=dict(args.constraint), device=args.device, threads=args.threads,
                search_space=args.search_space, ignored_layers=args.ignore_layer,
                finetune_steps=args.finetune_steps, storage=args.storage,
+               early_stop_margin=args.early_stop_margin,
                study_name=args.study_name, output_dir=args.output_dir, seed=args.seed,
                artifacts=args.artifacts, extra_settings={"cli": cli})
     except KeyboardInterrupt:
@@ -221,7 +245,8 @@ def worker_command(args) -> int:
     if "cli" not in settings:
         raise InvalidInputError(f"study {args.study_name!r} was not started by `autoprune search` "
                                 "(it was started from Python): run the same script on each worker")
-    options = argparse.Namespace(**settings["cli"])
+    options = argparse.Namespace(**{"early_stop_margin": None,  # studies from before it existed
+                                    **settings["cli"]})
     options.storage, options.study_name, options.output_dir = (args.storage, args.study_name,
                                                                args.output_dir)
     options.constraint = [tuple(pair) for pair in options.constraint]
@@ -237,7 +262,7 @@ def bench_command(args) -> int:
 
     import torch
 
-    from .bench import BenchSetup, run_bench, split_holdout
+    from .bench import METHODS, BenchSetup, run_bench
     from .budget import parse_budget
     from .data import digits_loaders
 
@@ -245,28 +270,43 @@ def bench_command(args) -> int:
     if not all(0 < r < 1 for r in ratios):
         raise InvalidInputError(f"--ratios must lie in (0, 1), got {args.ratios}")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not methods or set(methods) - set(METHODS):
+        raise InvalidInputError(f"--methods {args.methods!r}: choose from {', '.join(METHODS)}")
     budget = parse_budget(args.budget, None).seconds
-    train, held_out = digits_loaders(batch_size=args.batch_size, seed=args.seed)
-    select, test = split_holdout(held_out, seed=args.seed)
+    if args.repeats < 1:
+        raise InvalidInputError(f"--repeats must be at least 1, got {args.repeats}")
+    train, held_out = digits_loaders(batch_size=args.batch_size)  # the demo model's split
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda, but torch sees no CUDA device")
     name = args.name or f"{Path(args.model).stem}-{device.type}"
-    setup = BenchSetup(model=_load_model(args).to(device).eval(), train=train, select=select,
-                       test=test, device=device, threads=args.threads or torch.get_num_threads(),
+    setup = BenchSetup(model=_load_model(args).to(device).eval(), train=train, held_out=held_out,
+                       device=device, threads=args.threads or torch.get_num_threads(),
                        finetune_steps=args.finetune_steps, budget_seconds=budget, ratios=ratios,
                        output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
+                       early_stop_margin=args.early_stop_margin,
                        log=lambda text: print(text, file=sys.stderr, flush=True))
-    results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv))
-    print(f"{'method':<10} {'HV':>7} " + " ".join(f"{k:>8}" for k in
-          next(iter(results['methods'].values()))["accuracy_at_speedup"]) + "  speedup/MACs  overhead")
-    for method, s in results["methods"].items():
-        cells = " ".join("       –" if v is None else f"{100 * v:7.2f}%"
-                         for v in s["accuracy_at_speedup"].values())
-        print(f"{method:<10} {s['hypervolume']:7.4f} {cells}  {s['speedup_per_mac_reduction_median']:11.2f}"
-              f"  {100 * s['overhead_share']:7.1f}%")
+    results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv),
+                        repeats=args.repeats)
+    _print_bench_table(results)
     print(f"written: {setup.output_dir}/results.json and comparison.html")
     return 0
+
+
+def _print_bench_table(results: dict) -> None:
+    """The picked-model accuracies (means over repeats) as a plain-text table."""
+    methods = results["methods"]
+    speedups = list(next(iter(methods.values()))["picked_at_speedup"])
+    print(f"test accuracy of the model picked on the selection split, mean of "
+          f"{results['repeats']} repeat(s); HV = hypervolume")
+    print(f"{'method':<10} {'HV':>7} " + " ".join(f"{k:>7}" for k in speedups)
+          + "  speedup/MACs  overhead")
+    for method, s in methods.items():
+        cells = " ".join("      –" if v is None else f"{100 * v['mean']:6.2f}%"
+                         for v in s["picked_at_speedup"].values())
+        print(f"{method:<10} {s['hypervolume']['mean']:7.4f} {cells}  "
+              f"{s['speedup_per_mac_reduction_median']['mean']:11.2f}"
+              f"  {100 * s['overhead_share']['mean']:7.1f}%")
 
 
 def main(argv: list[str] | None = None) -> int:

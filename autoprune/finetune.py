@@ -73,11 +73,13 @@ def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
 
 def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int, lr: float,
              distillation: Distillation, device: str | torch.device,
-             loss_fn: Callable = F.cross_entropy, optimizer: str = "adamw") -> float:
+             loss_fn: Callable = F.cross_entropy, optimizer: str = "adamw",
+             on_step: Callable[[int], bool] | None = None) -> float:
     """Train `student` for `steps` batches of `train` with a cosine learning-rate schedule.
 
     Returns the mean loss of the last steps. A non-finite loss raises `TrialFailure` at once:
-    the weights are already ruined, and the trial records the step.
+    the weights are already ruined, and the trial records the step. `on_step(n)` is called
+    after step n (it may evaluate the student); when it returns True, training stops.
     """
     student.to(device).train()
     teacher.to(device).eval()
@@ -104,5 +106,8 @@ def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int
         optimizer.step()
         schedule.step()
         recent = (recent + [value])[-10:]
+        if on_step is not None and on_step(step + 1):
+            break
+        student.train()  # on_step may have evaluated it
     student.eval()
     return sum(recent) / max(1, len(recent))

@@ -27,7 +27,7 @@ class TrialRow(NamedTuple):
     """One trial as the report shows it; figures are None where the trial has none."""
 
     number: int
-    status: str  # "front", "dominated", "infeasible", "not fine-tuned", "failed", "running", ...
+    status: str  # "front", "dominated", "stopped early", "infeasible", "not fine-tuned", "failed", ...
     accuracy: float | None
     latency_ms: float | None
     memory_mb: float | None
@@ -64,6 +64,8 @@ def _status(trial: FrozenTrial, front: set[int]) -> str:
             return "not fine-tuned"
         if trial.number in front:
             return "front"
+        if trial.user_attrs.get("stopped_early"):
+            return "stopped early"
         return "dominated" if is_feasible(trial) else "infeasible"
     return {TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
 
@@ -82,7 +84,8 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
         speedup=trial.user_attrs.get("speedup"), params=figures.get("params"),
         macs=figures.get("macs"), criterion=trial.params.get("criterion"),
         reference=trial.user_attrs.get("reference"),
-        note=trial.user_attrs.get("failure") or trial.user_attrs.get("skipped_finetune") or "",
+        note=(trial.user_attrs.get("failure") or trial.user_attrs.get("skipped_finetune")
+              or trial.user_attrs.get("stopped_early") or ""),
         seconds=seconds, params_searched=dict(trial.params),
         kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None)
 
@@ -143,6 +146,8 @@ def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
 _MARKERS = {
     "front": dict(color="#1f77b4", size=11, symbol="circle", line=dict(width=1, color="#fff")),
     "dominated": dict(color="#9e9e9e", size=7, symbol="circle", opacity=0.7),
+    # fine-tuning cut short by a faster, better trial (early_stop.py): accuracy of fewer steps
+    "stopped early": dict(color="#9e9e9e", size=7, symbol="circle-open", opacity=0.7),
     "infeasible": dict(color="#d62728", size=8, symbol="x"),
     "not fine-tuned": dict(color="#d62728", size=7, symbol="triangle-down-open"),
 }

@@ -259,6 +259,7 @@ def search(
     verbose: bool = True,
     extra_settings: dict | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
+    early_stop_margin: float | None = 0.02,
 ) -> SearchResult:
     """Search for pruned versions of `model` trading accuracy against latency and memory.
 
@@ -270,6 +271,9 @@ def search(
     `SearchResult` whose `pareto` lists the non-dominated models sorted by latency.
     `keep_checkpoints` "front" deletes the weights of trials that fall off the front.
     `sampler` replaces the multivariate TPE sampler (the benchmark's random search uses it).
+    `early_stop_margin`: a trial whose metric a third of the way through fine-tuning is this
+    much below that of a finished, at least as fast trial at the same point stops there
+    (see early_stop.py); None fine-tunes every trial to the end.
     """
     started = time.monotonic()  # a time budget counts the whole call, set-up included
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
@@ -280,6 +284,10 @@ def search(
     device = _resolve_device(device)
     if finetune_steps is not None and (not isinstance(finetune_steps, int) or finetune_steps < 0):
         raise InvalidInputError(f"finetune_steps must be a non-negative integer, got {finetune_steps!r}")
+    if early_stop_margin is not None and (isinstance(early_stop_margin, bool) or not isinstance(
+            early_stop_margin, (int, float)) or not early_stop_margin >= 0):
+        raise InvalidInputError(f"early_stop_margin must be a non-negative number or None, "
+                                f"got {early_stop_margin!r}")
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise InvalidInputError(f"keep_checkpoints must be one of {KEEP_CHECKPOINTS}, "
                                 f"got {keep_checkpoints!r}")
@@ -349,6 +357,7 @@ def search(
             "constraints": parsed_constraints, "budget": parsed_budget.describe(),
             "started": datetime.now().isoformat(timespec="seconds"),
             "data": _describe_data(train, val), "versions": _library_versions(),
+            "early_stop_margin": early_stop_margin,
             **(extra_settings or {})})
         study.set_user_attr("baseline", baseline)
     log(f"unpruned: accuracy {baseline['accuracy']:.2%}, latency {baseline['latency_ms']:.2f} ms "
@@ -374,7 +383,7 @@ def search(
         baseline=Measurement(**{k: v for k, v in baseline.items() if k != "accuracy"}),
         artifact_store=store, metric=metric, loss_fn=loss_fn,
         gradient_batches=[to_device(b, device) for b in itertools.islice(train, GRADIENT_BATCHES)],
-        latency_run_time=LATENCY_MIN_RUN_TIME)
+        latency_run_time=LATENCY_MIN_RUN_TIME, early_stop_margin=early_stop_margin)
     interrupted: list[int] = []
 
     def objective(trial: optuna.Trial):

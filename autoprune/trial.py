@@ -1,4 +1,5 @@
-"""One trial, start to end: prune -> measure -> check constraints -> fine-tune -> evaluate -> save.
+"""One trial, start to end: prune -> measure -> check constraints -> fine-tune (stopped early if a
+faster trial is already better part-way, see early_stop.py) -> evaluate -> save.
 
 Everything a trial learns is recorded on the Optuna trial, so a report, a resumed study or
 another worker sees the same facts: objectives, constraint excesses, measured figures and
@@ -21,6 +22,7 @@ from .artifacts import upload_checkpoint
 from .checkpoint import save_checkpoint
 from .config import suggest_config
 from .constraints import accuracy_excess, hard_excess
+from .early_stop import screening_hook
 from .evaluate import evaluate
 from .finetune import finetune, logits_of
 from .grouping import PruningDimension
@@ -51,6 +53,7 @@ class TrialContext:
     loss_fn: Callable
     gradient_batches: list = field(default_factory=list)
     latency_run_time: float = 0.3
+    early_stop_margin: float | None = None  # None: every trial fine-tunes to the end
 
 
 def objectives(accuracy: float, measurement: Measurement) -> tuple[float, float, float]:
@@ -93,13 +96,19 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         return objectives(0.0, figures)
 
     start = clock()
+    screening = None if ctx.early_stop_margin is None else screening_hook(
+        trial, ctx.finetune_steps, figures.latency_ms, ctx.early_stop_margin,
+        lambda: evaluate(pruned.model, ctx.val, ctx.device, ctx.metric))
     train_loss = finetune(pruned.model, ctx.base_model, ctx.train, ctx.finetune_steps, config.lr,
-                          config.distillation, ctx.device, ctx.loss_fn, ctx.space.optimizer)
+                          config.distillation, ctx.device, ctx.loss_fn, ctx.space.optimizer,
+                          on_step=screening)
     trial.set_user_attr("seconds_finetune", clock() - start)
     trial.set_user_attr("train_loss", train_loss)
 
     start = clock()
-    accuracy = evaluate(pruned.model, ctx.val, ctx.device, ctx.metric)
+    stopped = trial.user_attrs.get("stopped_early")  # then the weights are those just screened
+    accuracy = trial.user_attrs["screen_accuracy"] if stopped else evaluate(
+        pruned.model, ctx.val, ctx.device, ctx.metric)
     trial.set_user_attr("seconds_evaluate", clock() - start)
     drop_excess = accuracy_excess(ctx.baseline_accuracy, accuracy, ctx.constraints)
     if drop_excess is not None:

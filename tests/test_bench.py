@@ -8,7 +8,7 @@ import json
 import pytest
 import timm
 
-from autoprune.bench import accuracy_at, front, hypervolume_2d
+from autoprune.bench import BenchModel, accuracy_at, aggregate, front, hypervolume_2d, offered, picked_at
 from autoprune.cli import main
 from autoprune.models import save_timm_checkpoint
 
@@ -34,6 +34,49 @@ def test_accuracy_at_a_speedup_is_interpolated_on_the_front():
     assert accuracy_at(points, 5.0) is None                # the front never gets that fast
 
 
+def _model(label, latency_ms, select, test):
+    return BenchModel("autoprune", label, None, 1.0, 0.1, accuracy=test, select_accuracy=select,
+                      latency_ms=latency_ms)
+
+
+BASE = _model("unpruned", 10.0, 0.99, 0.99)
+
+
+def test_a_method_offers_only_models_no_faster_one_beats_on_selection():
+    slow_good = _model("a", 5.0, 0.98, 0.97)       # 2x
+    fast_lucky = _model("b", 2.5, 0.98, 0.90)      # 4x, as good on selection: a is not offered
+    fast_bad = _model("c", 2.0, 0.80, 0.99)        # 5x, worse on selection but offered
+    chosen = offered([slow_good, fast_lucky, fast_bad], BASE)
+    assert [m.label for m in chosen] == ["b", "c"]  # test accuracy plays no part
+
+
+def test_the_picked_model_is_chosen_on_selection_and_scored_on_test():
+    models = [_model("a", 5.0, 0.97, 0.99), _model("b", 4.0, 0.98, 0.95), _model("c", 2.0, 0.9, 0.9)]
+    assert picked_at(models, BASE, 2.0) == pytest.approx(0.95)   # b: best selection at >= 2x
+    assert picked_at(models, BASE, 3.0) == pytest.approx(0.90)   # only c is 3x fast
+    assert picked_at(models, BASE, 6.0) is None
+
+
+def test_repeats_are_summarised_as_mean_min_and_max():
+    def run(hv, at2):
+        return {"methods": {"uniform": {
+            "hypervolume": hv, "speedup_per_mac_reduction_median": 0.5, "overhead_share": 0.1,
+            "wall_seconds": 10.0, "accuracy_at_speedup": {"2x": at2},
+            "picked_at_speedup": {"2x": at2}}}}
+    merged = aggregate([run(0.6, 0.9), run(0.8, 0.8)])["uniform"]
+    assert merged["repeats"] == 2
+    assert merged["hypervolume"] == pytest.approx({"mean": 0.7, "min": 0.6, "max": 0.8})
+    assert merged["picked_at_speedup"]["2x"]["mean"] == pytest.approx(0.85)
+    one_missing = aggregate([run(0.6, 0.9), run(0.8, None)])["uniform"]
+    assert one_missing["accuracy_at_speedup"]["2x"] is None   # not reached in every repeat
+
+
+def test_unknown_methods_are_refused_before_any_model_is_loaded(tmp_path, capsys):
+    code = main(["bench", "--model", str(tmp_path / "missing.safetensors"), "--methods", "uniform,magic",
+                 "--output-dir", str(tmp_path)])
+    assert code == 2 and "magic" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys):
     """`autoprune bench` on a quarter-width ResNet-18 and the digits data, seconds per method."""
@@ -43,18 +86,24 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
                                       {"timm_kwargs": narrow})
     code = main(["bench", "--model", str(checkpoint), "--budget", "6s", "--finetune-steps", "2",
                  "--ratios", "0.2,0.4", "--threads", "1", "--output-dir", str(tmp_path),
-                 "--name", "ci"])
+                 "--name", "ci", "--repeats", "2"])
     assert code == 0
     results = json.loads((tmp_path / "benchmarks" / "ci" / "results.json").read_text())
     fastnas_installed = importlib.util.find_spec("modelopt") is not None
     expected = {"uniform", "global", "random", "autoprune"} | ({"fastnas"} if fastnas_installed else set())
     assert set(results["methods"]) == expected, results["skipped"]
-    base = results["unpruned"]
-    for model in results["models"]:
-        assert model["latency_ms"] > 0 and 0 <= model["accuracy"] <= 1
-        assert model["macs"] < base["macs"]
+    assert results["repeats"] == 2 and [run["seed"] for run in results["runs"]] == [0, 1]
+    first, second = results["runs"]
+    assert first["splits"] == second["splits"] == {"train": 1437, "select": 180, "test": 180}
+    for run in results["runs"]:
+        base = run["unpruned"]
+        for model in run["models"]:
+            assert model["latency_ms"] > 0 and 0 <= model["accuracy"] <= 1
+            assert 0 <= model["select_accuracy"] <= 1 and model["macs"] < base["macs"]
     for summary in results["methods"].values():
-        assert 0 <= summary["hypervolume"] <= 1 and 0 <= summary["overhead_share"] <= 1
+        assert summary["repeats"] == 2
+        assert 0 <= summary["hypervolume"]["min"] <= summary["hypervolume"]["max"] <= 1
+        assert 0 <= summary["overhead_share"]["mean"] <= 1
     assert results["machine"]["threads"] == 1 and results["command"].startswith("autoprune bench")
     page = (tmp_path / "benchmarks" / "ci" / "comparison.html").read_text()
     assert "Plotly.newPlot" in page and "<script src" not in page

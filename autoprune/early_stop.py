@@ -1,0 +1,77 @@
+"""Multi-fidelity trials: stop fine-tuning a trial that a faster trial already beats.
+
+Part-way through fine-tuning (a third of the steps), a trial is scored on the validation
+data. If a finished trial that is at least as fast scored better at that same point by more
+than `margin`, this one is very unlikely to reach the front: its fine-tuning stops there and
+the trial completes with the accuracy it has, so the sampler still learns from it and the
+budget goes to new configurations instead. Comparing at the same step keeps the comparison
+fair under any learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+SCREEN_FRACTION = 1 / 3
+MIN_STEPS = 9  # shorter fine-tuning is not worth cutting
+SCREEN_ATTR = "screen_accuracy"
+
+
+@dataclass
+class ScreenVerdict:
+    accuracy: float
+    stop: bool
+    reason: str = ""
+
+
+def screen_step(steps: int) -> int | None:
+    """The fine-tuning step at which a trial is screened, or None when too short to screen."""
+    return None if steps < MIN_STEPS else max(1, round(steps * SCREEN_FRACTION))
+
+
+def faster_rivals(study: optuna.Study, latency_ms: float) -> list[tuple[int, float, float]]:
+    """(trial number, latency, screen accuracy) of finished trials at least as fast."""
+    rivals = []
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        screened = other.user_attrs.get(SCREEN_ATTR)
+        if screened is None or not other.values or other.user_attrs.get("skipped_finetune"):
+            continue
+        if other.values[1] <= latency_ms:
+            rivals.append((other.number, other.values[1], screened))
+    return rivals
+
+
+def judge(study: optuna.Study, latency_ms: float, accuracy: float, margin: float) -> ScreenVerdict:
+    """Stop when a faster finished trial's screen accuracy is above ours by more than `margin`."""
+    beaten = [r for r in faster_rivals(study, latency_ms) if r[2] > accuracy + margin]
+    if not beaten:
+        return ScreenVerdict(accuracy, False)
+    number, latency, better = max(beaten, key=lambda r: r[2])
+    return ScreenVerdict(accuracy, True, f"trial {number} was as fast ({latency:.2f} ms) and "
+                                         f"scored {better:.4f} against {accuracy:.4f} at the "
+                                         "same step")
+
+
+def screening_hook(trial: optuna.Trial, steps: int, latency_ms: float, margin: float,
+                   score: Callable[[], float]) -> Callable[[int], bool] | None:
+    """A `finetune` step hook that screens the trial once and says whether to stop."""
+    at = screen_step(steps)
+    if at is None or at >= steps:
+        return None
+
+    def on_step(step: int) -> bool:
+        if step != at:
+            return False
+        verdict = judge(trial.study, latency_ms, score(), margin)
+        trial.set_user_attr(SCREEN_ATTR, verdict.accuracy)
+        trial.set_user_attr("screen_step", at)
+        if verdict.stop:
+            trial.set_user_attr("stopped_early", f"after {at} of {steps} fine-tuning steps: "
+                                                 f"{verdict.reason}")
+        return verdict.stop
+
+    return on_step
