@@ -106,8 +106,9 @@ def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int
         optimizer.step()
         schedule.step()
         recent = (recent + [value])[-10:]
-        if on_step is not None and on_step(step + 1):
-            break
-        student.train()  # on_step may have evaluated it
+        if on_step is not None:
+            if on_step(step + 1):
+                break
+            student.train()  # on_step may have evaluated it
     student.eval()
     return sum(recent) / max(1, len(recent))
