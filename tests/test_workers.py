@@ -42,15 +42,21 @@ def trials_of(url: str, study: str):
 
 
 def wait_for_trial_in_flight(url: str, study: str, worker: subprocess.Popen, timeout=120):
-    """Wait until one trial is complete and another is running, then return."""
+    """Wait until one trial is complete and another is running with all its parameters drawn.
+
+    Waiting for the last parameter ("lr") keeps a kill from landing between two suggestions,
+    where the retry would rightly draw the missing ones afresh and differ from the original.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert worker.poll() is None, f"worker ended early: {worker.stderr.read()[-2000:]}"
         try:
-            states = [t.state for t in trials_of(url, study)]
+            trials = trials_of(url, study)
         except KeyError:  # the study is not created yet
-            states = []
-        if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+            trials = []
+        states = [t.state for t in trials]
+        if (TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING
+                and "lr" in trials[-1].params):
             return
         time.sleep(0.2)
     raise AssertionError("no trial was in flight in time")
