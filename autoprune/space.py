@@ -41,6 +41,7 @@ class SearchSpace:
     ignored_layers: tuple[str, ...] = ()
     sparsity: dict[str, tuple[float, float]] = field(default_factory=dict)
     sparsity_step: float = 0.05
+    sparsity_spread: float | None = None
     criteria: tuple[str, ...] = ()
     kd_alpha: tuple[float, float] = (0.0, 1.0)
     kd_temperature: tuple[float, float] = (1.0, 8.0)
@@ -158,6 +159,9 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
 
     sparsity = {kind: read.interval(f"sparsity.{kind}", 0.0, 0.95) for kind in SPARSITY_KINDS}
     step = read.number("sparsity.step", 0.001, 0.5)
+    spread = read.get("sparsity.spread")
+    if spread is not None:
+        spread = read.number("sparsity.spread", 0.0, 0.95)
     criteria = read.strings("criteria")
     if not criteria:
         read.fail("criteria", "must name at least one criterion")
@@ -178,7 +182,7 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
     return SearchSpace(
         family=family, source=str(path), matches=matches, stage_pattern=stage_pattern,
         max_dimensions=max_dimensions, round_to=round_to, ignored_layers=ignored,
-        sparsity=sparsity, sparsity_step=step, criteria=criteria,
+        sparsity=sparsity, sparsity_step=step, sparsity_spread=spread, criteria=criteria,
         kd_alpha=read.interval("distillation.alpha", 0.0, 1.0),
         kd_temperature=read.interval("distillation.temperature", 0.1, 100.0),
         lr=lr, optimizer=optimizer, uniform_ratios=uniform_ratios,

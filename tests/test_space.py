@@ -1,9 +1,12 @@
 from pathlib import Path
 
+import optuna
 import pytest
 import timm
 
+from autoprune.config import config_from_params, suggest_config, uniform_params
 from autoprune.errors import SearchSpaceError
+from autoprune.grouping import PruningDimension
 from autoprune.space import SEARCH_SPACES_DIR, load_search_space, space_for_model
 from tiny_models import TinyResNet
 
@@ -40,6 +43,7 @@ def test_unknown_model_gets_the_default_space():
     ("family: x\ngrouping: {round_to: -8}\n", "grouping.round_to"),
     ("family: x\nfinetune: {lr: [0, 0.1]}\n", "finetune.lr"),
     ("family: x\nsparsty: {inner: [0, 0.5]}\n", "sparsty"),
+    ("family: x\nsparsity: {spread: -0.1}\n", "sparsity.spread"),
 ])
 def test_malformed_file_names_the_file_and_the_field(tmp_path, text, field):
     path = write_space(tmp_path, text)
@@ -53,3 +57,42 @@ def test_invalid_yaml_names_the_file(tmp_path):
     with pytest.raises(SearchSpaceError, match="not valid YAML") as error:
         load_search_space(path, tmp_path)
     assert str(path) in str(error.value)
+
+
+def dims(*specs: str) -> list[PruningDimension]:
+    return [PruningDimension(name=spec.split(":")[0], kind=spec.split(":")[1], layers=(), channels=64)
+            for spec in specs]
+
+
+def test_a_trial_draws_one_level_and_bounded_shifts_around_it():
+    space = load_search_space(SEARCH_SPACES_DIR / "resnet.yaml")
+    dimensions = dims("layer1:stream", "layer1.inner:inner", "layer4:stream", "layer4.inner:inner")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(50):
+        trial = study.ask()
+        config = suggest_config(trial, space, dimensions)
+        level = trial.params["sparsity_level"]
+        for dim in dimensions:
+            low, high = space.sparsity[dim.kind]
+            ratio = config.sparsity[dim.name]
+            assert low <= ratio <= high
+            # within the spread of the level, unless the kind's range clipped it
+            assert abs(ratio - level) <= space.sparsity_spread + 1e-9 or ratio in (low, high)
+        # the stored params rebuild exactly the configuration the trial pruned with
+        assert config_from_params(trial.params, dimensions, space) == config
+
+
+def test_uniform_reference_has_every_shift_at_zero_and_the_ratio_clipped_per_kind():
+    space = load_search_space(SEARCH_SPACES_DIR / "resnet.yaml")  # stream up to 0.8, inner 0.9
+    dimensions = dims("layer1:stream", "layer1.inner:inner")
+    config = config_from_params(uniform_params(space, dimensions, 0.85), dimensions, space)
+    assert config.sparsity == {"layer1": 0.8, "layer1.inner": 0.85}
+
+
+def test_studies_with_one_ratio_per_dimension_still_load():
+    space = load_search_space(SEARCH_SPACES_DIR / "resnet.yaml")
+    dimensions = dims("layer1:stream", "layer1.inner:inner")
+    params = {"sparsity:layer1": 0.3, "sparsity:layer1.inner": 0.7, "criterion": "l2",
+              "kd_alpha": 0.5, "kd_temperature": 4.0, "lr": 0.01}
+    assert config_from_params(params, dimensions, space).sparsity == {"layer1": 0.3,
+                                                                      "layer1.inner": 0.7}
