@@ -6,6 +6,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 import autoprune
+import autoprune.early_stop
 from autoprune.early_stop import judge, screen_step
 from autoprune.evaluate import evaluate
 from autoprune.finetune import Distillation, finetune
@@ -44,21 +45,25 @@ def test_finetune_stops_at_the_step_the_hook_says():
     assert seen == [1, 2, 3, 4]
 
 
-def test_a_search_stops_hopeless_trials_and_records_why(tmp_path):
+def test_a_search_stops_hopeless_trials_and_records_why(tmp_path, monkeypatch):
+    # Which real trials a faster one beats depends on the sampler and the machine's timings
+    # (the rule itself is tested above), so every screened trial here meets a perfect rival.
+    monkeypatch.setattr(autoprune.early_stop, "faster_rivals",
+                        lambda study, latency_ms: [(0, 0.0, 1.01)])
     train, val = tiny_data()
-    # margin 0: a trial stops when a finished, at least as fast trial scored better at step 3
     result = autoprune.search(TinyResNet(), trials=6, train=train, val=val, finetune_steps=9,
                               output_dir=tmp_path, study_name="s", verbose=False, threads=1,
-                              early_stop_margin=0.0, seed=0)
+                              early_stop_margin=0.02, seed=0)
     trials = result.study.trials
     assert all("screen_accuracy" in t.user_attrs for t in trials)
     stopped = [t for t in trials if t.user_attrs.get("stopped_early")]
-    assert stopped, "no trial was stopped although margin 0 stops any trial beaten by a faster one"
+    assert len(stopped) == 6
     for trial in stopped:
-        assert "after 3 of 9 fine-tuning steps" in trial.user_attrs["stopped_early"]
+        assert trial.user_attrs["stopped_early"].startswith("after 3 of 9 fine-tuning steps: "
+                                                            "trial 0 was as fast")
         assert trial.values[0] == trial.user_attrs["screen_accuracy"]
-    kept = [c for c in result.pareto if c.trial in {t.number for t in stopped}]
-    for candidate in kept:  # a stopped trial on the front loads with the weights it was scored on
+    assert result.pareto
+    for candidate in result.pareto:  # a stopped trial loads with the weights it was scored on
         assert evaluate(result.load(candidate), val, "cpu") == candidate.accuracy
     assert "stopped early" in result.report_path.read_text()
 
