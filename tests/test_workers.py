@@ -102,7 +102,8 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_says_how_to_re
     wait_for_trial_in_flight(url, study, worker)
     worker.send_signal(signal.SIGINT)
     _, stderr = worker.communicate(timeout=120)
-    assert "to resume, run the same command again" in stderr
+    assert "to resume, run the same command again" in stderr, (
+        f"exit code {worker.returncode}; stderr:\n{stderr[-3000:]}")
     trials = trials_of(url, study)
     cut = [t for t in trials if t.state == TrialState.FAIL]
     assert len(cut) == 1 and cut[0].user_attrs["failure"].startswith("interrupted")
