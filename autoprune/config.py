@@ -35,7 +35,12 @@ def _sparsity_range(space: SearchSpace, dim: PruningDimension) -> tuple[float, f
 
 def _searched(space: SearchSpace, dimensions: list[PruningDimension]) -> list[PruningDimension]:
     """The dimensions whose kind has a range to search (the others stay at their low end)."""
-    return [dim for dim in dimensions if _sparsity_range(space, dim)[1] > _sparsity_range(space, dim)[0]]
+    return [dim for dim in dimensions
+            if _sparsity_range(space, dim)[1] > _sparsity_range(space, dim)[0]]
+
+
+def _draws_level(space: SearchSpace, dimensions: list[PruningDimension]) -> bool:
+    return space.sparsity_spread is not None and bool(_searched(space, dimensions))
 
 
 def _level_range(space: SearchSpace, dimensions: list[PruningDimension]) -> tuple[float, float]:
@@ -49,8 +54,8 @@ def _shifted_sparsity(space: SearchSpace, dimensions: list[PruningDimension], le
     sparsity = {}
     for dim in dimensions:
         low, high = _sparsity_range(space, dim)
-        sparsity[dim.name] = (_snap(level + shifts.get(dim.name, 0.0), low, high, space.sparsity_step)
-                              if high > low else low)
+        shifted = level + shifts.get(dim.name, 0.0)
+        sparsity[dim.name] = _snap(shifted, low, high, space.sparsity_step) if high > low else low
     return sparsity
 
 
@@ -65,7 +70,7 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
     front. Uniform pruning is the point with every shift at 0.
     """
     step = space.sparsity_step
-    if space.sparsity_spread is None:
+    if not _draws_level(space, dimensions):
         sparsity = {}
         for dim in dimensions:
             low, high = _sparsity_range(space, dim)
@@ -100,7 +105,7 @@ def uniform_params(space: SearchSpace, dimensions: list[PruningDimension],
     """
     params: dict[str, Any] = {}
     searched = _searched(space, dimensions)
-    if space.sparsity_spread is None:
+    if not _draws_level(space, dimensions):
         for dim in searched:
             low, high = _sparsity_range(space, dim)
             params[f"{SPARSITY_PREFIX}{dim.name}"] = _snap(ratio, low, high, space.sparsity_step)

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -96,3 +97,15 @@ def test_studies_with_one_ratio_per_dimension_still_load():
               "kd_alpha": 0.5, "kd_temperature": 4.0, "lr": 0.01}
     assert config_from_params(params, dimensions, space).sparsity == {"layer1": 0.3,
                                                                       "layer1.inner": 0.7}
+
+
+def test_a_space_with_nothing_to_search_proposes_fixed_ratios():
+    space = replace(load_search_space(SEARCH_SPACES_DIR / "default.yaml"),
+                    sparsity={"stream": (0.1, 0.1), "inner": (0.2, 0.2), "heads": (0.0, 0.0)})
+    dimensions = dims("layer1:stream", "layer1.inner:inner")
+    trial = optuna.create_study().ask()
+    config = suggest_config(trial, space, dimensions)
+    assert config.sparsity == {"layer1": 0.1, "layer1.inner": 0.2}
+    assert not any(key.startswith("sparsity") for key in trial.params)
+    assert config_from_params(uniform_params(space, dimensions, 0.5), dimensions,
+                              space).sparsity == config.sparsity
