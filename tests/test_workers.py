@@ -98,7 +98,8 @@ def test_killed_worker_trial_is_rerun_with_same_parameters_and_total_is_exact(tm
 @pytest.mark.slow
 def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_says_how_to_resume(tmp_path):
     url, study = storage_url("sqlite", tmp_path), "interrupted"
-    worker = start_worker(url, study, 5, tmp_path, WRITE_REPORT="1")
+    # more trials than it can finish before the signal: the test is about the interruption
+    worker = start_worker(url, study, 50, tmp_path, WRITE_REPORT="1")
     wait_for_trial_in_flight(url, study, worker)
     worker.send_signal(signal.SIGINT)
     _, stderr = worker.communicate(timeout=120)
