@@ -147,7 +147,7 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
 
     method = "random" if random else "autoprune"
     shutil.rmtree(setup.output_dir / method, ignore_errors=True)  # a fresh study, not a resumed one
-    space = replace(setup.space, uniform_ratios=()) if random else setup.space
+    space = replace(setup.space, uniform_ratios=(), warm_starts=()) if random else setup.space
     sampler = optuna.samplers.RandomSampler(seed=setup.seed) if random else None
     started = time.perf_counter()
     result = search(setup.model, budget=setup.budget_seconds, train=setup.train, val=setup.select,

@@ -12,7 +12,8 @@ from .grouping import PruningDimension
 from .space import SearchSpace
 
 SPARSITY_PREFIX = "sparsity:"
-LEVEL_PARAM = "sparsity_level"
+LEVEL_PREFIX = "sparsity_level:"   # one overall level per kind of width
+LEVEL_PARAM = "sparsity_level"     # one level for every kind (studies made before per-kind levels)
 SHIFT_PREFIX = "sparsity_shift:"
 
 
@@ -43,18 +44,21 @@ def _draws_level(space: SearchSpace, dimensions: list[PruningDimension]) -> bool
     return space.sparsity_spread is not None and bool(_searched(space, dimensions))
 
 
-def _level_range(space: SearchSpace, dimensions: list[PruningDimension]) -> tuple[float, float]:
-    ranges = [_sparsity_range(space, dim) for dim in _searched(space, dimensions)]
-    return min(low for low, _ in ranges), max(high for _, high in ranges)
+def _searched_kinds(space: SearchSpace, dimensions: list[PruningDimension]) -> list[str]:
+    return list(dict.fromkeys(dim.kind for dim in _searched(space, dimensions)))
 
 
-def _shifted_sparsity(space: SearchSpace, dimensions: list[PruningDimension], level: float,
-                      shifts: dict[str, float]) -> dict[str, float]:
-    """Each dimension's ratio: the trial's level plus the dimension's shift, kept in range."""
+def _spread(space: SearchSpace) -> float:
+    return _snap(space.sparsity_spread, 0.0, space.sparsity_spread, space.sparsity_step)
+
+
+def _shifted_sparsity(space: SearchSpace, dimensions: list[PruningDimension],
+                      levels: dict[str, float], shifts: dict[str, float]) -> dict[str, float]:
+    """Each dimension's ratio: its kind's level plus the dimension's shift, kept in range."""
     sparsity = {}
     for dim in dimensions:
         low, high = _sparsity_range(space, dim)
-        shifted = level + shifts.get(dim.name, 0.0)
+        shifted = levels.get(dim.kind, low) + shifts.get(dim.name, 0.0)
         sparsity[dim.name] = _snap(shifted, low, high, space.sparsity_step) if high > low else low
     return sparsity
 
@@ -63,11 +67,13 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
                    dimensions: list[PruningDimension]) -> TrialConfig:
     """Ask the trial's sampler for every searched value.
 
-    With `sparsity.spread` set, a trial draws one overall level and a shift of at most
-    `spread` per dimension rather than independent ratios: independent draws over many
-    dimensions almost always leave one layer cut far deeper than the rest, a bottleneck that
-    costs accuracy without buying speed, so random and early TPE trials land far from the
-    front. Uniform pruning is the point with every shift at 0.
+    With `sparsity.spread` set, a trial draws one level per kind of width (residual stream,
+    inner widths, heads) and a shift of at most `spread` per dimension rather than independent
+    ratios: independent draws over many dimensions almost always leave one layer cut far
+    deeper than the rest, a bottleneck that costs accuracy without buying speed, so random and
+    early TPE trials land far from the front. The kinds get levels of their own because they
+    trade accuracy for speed differently (on a ResNet the stream is costly to cut, inner widths
+    cheap). Uniform pruning is the point with every level at the ratio and every shift at 0.
     """
     step = space.sparsity_step
     if not _draws_level(space, dimensions):
@@ -77,12 +83,14 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
             sparsity[dim.name] = trial.suggest_float(f"{SPARSITY_PREFIX}{dim.name}", low, high,
                                                      step=step) if high > low else low
     else:
-        level = trial.suggest_float(LEVEL_PARAM, *_level_range(space, dimensions), step=step)
-        spread = _snap(space.sparsity_spread, 0.0, space.sparsity_spread, step)
+        levels = {kind: trial.suggest_float(f"{LEVEL_PREFIX}{kind}", *space.sparsity[kind],
+                                            step=step)
+                  for kind in _searched_kinds(space, dimensions)}
+        spread = _spread(space)
         shifts = {dim.name: trial.suggest_float(f"{SHIFT_PREFIX}{dim.name}", -spread, spread,
                                                 step=step) if spread > 0 else 0.0
                   for dim in _searched(space, dimensions)}
-        sparsity = _shifted_sparsity(space, dimensions, level, shifts)
+        sparsity = _shifted_sparsity(space, dimensions, levels, shifts)
     criterion = trial.suggest_categorical("criterion", list(space.criteria))
     alpha = trial.suggest_float("kd_alpha", *space.kd_alpha)
     temperature = trial.suggest_float("kd_temperature", *space.kd_temperature)
@@ -95,23 +103,28 @@ def _snap(value: float, low: float, high: float, step: float) -> float:
     return round(min(high, max(low, snapped)), 6)
 
 
-def uniform_params(space: SearchSpace, dimensions: list[PruningDimension],
-                   ratio: float) -> dict[str, Any]:
-    """Optuna params of plain uniform pruning at `ratio`, to enqueue as a reference trial.
+def reference_params(space: SearchSpace, dimensions: list[PruningDimension],
+                     ratios: dict[str, float]) -> dict[str, Any]:
+    """Optuna params of a hand-picked reference trial: every dimension of a kind pruned at
+    `ratios[kind]` (kinds not named stay at their range's low end).
 
-    The ratio is clipped to each kind's range, so a family that caps the residual stream
-    lower gets that cap; the criterion is L2 magnitude when the space offers it, the learning rate the
-    log-scale middle of its range.
+    Ratios are clipped to each kind's range, so a family that caps the residual stream lower
+    gets that cap; the criterion is L2 magnitude when the space offers it, the learning rate
+    the log-scale middle of its range, distillation alpha 0.5 at temperature 4.
     """
     params: dict[str, Any] = {}
     searched = _searched(space, dimensions)
+    step = space.sparsity_step
     if not _draws_level(space, dimensions):
         for dim in searched:
             low, high = _sparsity_range(space, dim)
-            params[f"{SPARSITY_PREFIX}{dim.name}"] = _snap(ratio, low, high, space.sparsity_step)
+            params[f"{SPARSITY_PREFIX}{dim.name}"] = _snap(ratios.get(dim.kind, low), low, high,
+                                                           step)
     else:
-        params[LEVEL_PARAM] = _snap(ratio, *_level_range(space, dimensions), space.sparsity_step)
-        if _snap(space.sparsity_spread, 0.0, space.sparsity_spread, space.sparsity_step) > 0:
+        for kind in _searched_kinds(space, dimensions):
+            low, high = space.sparsity[kind]
+            params[f"{LEVEL_PREFIX}{kind}"] = _snap(ratios.get(kind, low), low, high, step)
+        if _spread(space) > 0:
             params.update({f"{SHIFT_PREFIX}{dim.name}": 0.0 for dim in searched})
     params["criterion"] = "l2" if "l2" in space.criteria else space.criteria[0]
     params["kd_alpha"] = min(max(0.5, space.kd_alpha[0]), space.kd_alpha[1])
@@ -121,17 +134,28 @@ def uniform_params(space: SearchSpace, dimensions: list[PruningDimension],
     return params
 
 
+def uniform_params(space: SearchSpace, dimensions: list[PruningDimension],
+                   ratio: float) -> dict[str, Any]:
+    """Optuna params of plain uniform pruning at `ratio` (see `reference_params`)."""
+    return reference_params(space, dimensions, {kind: ratio for kind in space.sparsity})
+
+
 def config_from_params(params: dict[str, Any], dimensions: list[PruningDimension],
                        space: SearchSpace) -> TrialConfig:
     """Rebuild the `TrialConfig` of a finished trial from its stored Optuna params.
 
-    The params say which parameterisation drew them (a level and shifts, or one ratio per
-    dimension), so a study keeps loading whichever way its space was written.
+    The params say which parameterisation drew them (a level per kind and shifts, one level
+    for all kinds and shifts, or one ratio per dimension), so a study keeps loading whichever
+    way its space was written.
     """
-    if LEVEL_PARAM in params:
-        shifts = {key[len(SHIFT_PREFIX):]: value for key, value in params.items()
-                  if key.startswith(SHIFT_PREFIX)}
-        sparsity = _shifted_sparsity(space, dimensions, params[LEVEL_PARAM], shifts)
+    shifts = {key[len(SHIFT_PREFIX):]: value for key, value in params.items()
+              if key.startswith(SHIFT_PREFIX)}
+    levels = {key[len(LEVEL_PREFIX):]: value for key, value in params.items()
+              if key.startswith(LEVEL_PREFIX)}
+    if LEVEL_PARAM in params:  # one level for every kind
+        levels = {kind: params[LEVEL_PARAM] for kind in space.sparsity}
+    if levels:
+        sparsity = _shifted_sparsity(space, dimensions, levels, shifts)
     else:
         sparsity = {dim.name: params.get(f"{SPARSITY_PREFIX}{dim.name}",
                                          _sparsity_range(space, dim)[0]) for dim in dimensions}

@@ -172,14 +172,19 @@ def _pareto_figure(data: ReportData, cost: str, title: str):
                   for r in rows],
             hovertemplate="%{y:.2f} % at %{x:.3g}<br>%{text}<extra></extra>"))
     references = [r for r in data.rows if r.reference and getattr(r, cost) is not None]
-    if references:
-        fig.add_trace(go.Scatter(
-            x=[getattr(r, cost) for r in references],
-            y=[100 * (r.accuracy or 0.0) for r in references], mode="markers",
-            name="uniform pruning (reference)", customdata=[r.number for r in references],
-            marker=dict(symbol="diamond-open", size=15, color="#2ca02c", line=dict(width=2)),
-            text=[r.reference for r in references],
-            hovertemplate="%{text}: %{y:.2f} % at %{x:.3g}<extra></extra>"))
+    for name, symbol, color, chosen in (
+            ("uniform pruning (reference)", "diamond-open", "#2ca02c",
+             [r for r in references if r.reference.startswith("uniform")]),
+            ("warm start (reference)", "square-open", "#9467bd",
+             [r for r in references if not r.reference.startswith("uniform")])):
+        if chosen:
+            fig.add_trace(go.Scatter(
+                x=[getattr(r, cost) for r in chosen],
+                y=[100 * (r.accuracy or 0.0) for r in chosen], mode="markers",
+                name=name, customdata=[r.number for r in chosen],
+                marker=dict(symbol=symbol, size=15, color=color, line=dict(width=2)),
+                text=[r.reference for r in chosen],
+                hovertemplate="%{text}: %{y:.2f} % at %{x:.3g}<extra></extra>"))
     if data.baseline:
         fig.add_trace(go.Scatter(
             x=[data.baseline[cost]], y=[100 * data.baseline["accuracy"]], mode="markers",

@@ -48,6 +48,7 @@ class SearchSpace:
     lr: tuple[float, float] = (1e-4, 3e-3)
     optimizer: str = "adamw"
     uniform_ratios: tuple[float, ...] = ()
+    warm_starts: tuple[dict[str, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,7 +129,7 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
 
     read = _Reader(data, path)
     known = {"family", "matches", "grouping", "sparsity", "criteria", "distillation", "finetune",
-             "uniform_ratios"}
+             "uniform_ratios", "warm_starts"}
     for key in data:
         if key not in known:
             read.fail(key, f"is not a known field (known: {', '.join(sorted(known))})")
@@ -172,6 +173,15 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
     if not isinstance(uniform, list):
         read.fail("uniform_ratios", f"must be a list of ratios, got {uniform!r}")
     uniform_ratios = tuple(read.number("uniform_ratios", 0.0, 0.95, v) for v in uniform)
+    warm_starts = read.get("warm_starts")
+    if not isinstance(warm_starts, list) or not all(isinstance(w, dict) and w for w in warm_starts):
+        read.fail("warm_starts", f"must be a list of {{kind: ratio}} mappings, got {warm_starts!r}")
+    for start in warm_starts:
+        for kind, ratio in start.items():
+            if kind not in SPARSITY_KINDS:
+                read.fail("warm_starts", f"names unknown kind {kind!r} "
+                                         f"(known: {', '.join(SPARSITY_KINDS)})")
+            read.number("warm_starts", 0.0, 0.95, ratio)
     matches = read.strings("matches") if "matches" in data else ()
     lr = read.interval("finetune.lr", 1e-7, 10.0)
     if lr[0] <= 0:
@@ -186,6 +196,8 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
         kd_alpha=read.interval("distillation.alpha", 0.0, 1.0),
         kd_temperature=read.interval("distillation.temperature", 0.1, 100.0),
         lr=lr, optimizer=optimizer, uniform_ratios=uniform_ratios,
+        warm_starts=tuple({kind: float(ratio) for kind, ratio in start.items()}
+                          for start in warm_starts),
     )
 
 

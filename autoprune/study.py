@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from .budget import Budget, parse_budget
 from .callbacks import CheckpointRetention, Progress
-from .config import config_from_params, uniform_params
+from .config import config_from_params, reference_params, uniform_params
 from .constraints import parse_constraints
 from .data import batch_size_of, first_batch, to_device
 from .errors import InvalidInputError
@@ -324,13 +324,17 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = sampler or optuna.samplers.TPESampler(
         multivariate=True, seed=seed, constant_liar=True,
-        n_startup_trials=max(8, len(space.uniform_ratios) + 5))
+        n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts) + 5))
     study, created = _open_study(study_name, storage, sampler)
     _check_same_search(study, identity, where)
     if created:  # enqueued once per study, whatever the number of workers
         for ratio in space.uniform_ratios:
             study.enqueue_trial(uniform_params(space, dimensions, ratio),
                                 user_attrs={"reference": f"uniform {ratio:g}"})
+        for ratios in space.warm_starts:
+            study.enqueue_trial(reference_params(space, dimensions, ratios), user_attrs={
+                "reference": "warm start: " + ", ".join(f"{kind} {ratio:g}"
+                                                        for kind, ratio in ratios.items())})
     artifact_location = artifacts if artifacts is not None else run_dir / "artifacts"
     store = open_artifact_store(artifact_location)
     cache_dir = run_dir / "trials"

@@ -1,5 +1,7 @@
 """End-to-end searches of a tiny model: what a user of `autoprune.search` relies on."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ import autoprune
 import autoprune.trial
 from autoprune.errors import InvalidInputError
 from autoprune.evaluate import evaluate
+from autoprune.space import SEARCH_SPACES_DIR, load_search_space
 from tiny_models import TinyResNet, tiny_data
 
 
@@ -45,6 +48,18 @@ def test_uniform_pruning_trials_come_first(tmp_path):
     assert references == ["uniform 0.2", "uniform 0.4", "uniform 0.6"]
     for trial, ratio in zip(trials[:3], (0.2, 0.4, 0.6)):
         assert set(trial.user_attrs["config"]["sparsity"].values()) == {ratio}
+
+
+def test_warm_starts_follow_the_uniform_references(tmp_path):
+    space = replace(load_search_space(SEARCH_SPACES_DIR / "default.yaml"),
+                    warm_starts=({"stream": 0.0, "inner": 0.5},))
+    study = run(tmp_path, trials=5, search_space=space).study
+    warm = study.trials[3]
+    assert warm.user_attrs["reference"] == "warm start: stream 0, inner 0.5"
+    kinds = {d["name"]: d["kind"] for d in study.user_attrs["settings"]["dimensions"]}
+    assert {"stream", "inner"} <= set(kinds.values())
+    for name, ratio in warm.user_attrs["config"]["sparsity"].items():
+        assert ratio == {"stream": 0.0, "inner": 0.5}.get(kinds[name], 0.0), name
 
 
 def test_violated_hard_constraint_skips_fine_tuning(tmp_path, monkeypatch):

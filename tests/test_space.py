@@ -5,7 +5,7 @@ import optuna
 import pytest
 import timm
 
-from autoprune.config import config_from_params, suggest_config, uniform_params
+from autoprune.config import config_from_params, reference_params, suggest_config, uniform_params
 from autoprune.errors import SearchSpaceError
 from autoprune.grouping import PruningDimension
 from autoprune.space import SEARCH_SPACES_DIR, load_search_space, space_for_model
@@ -45,6 +45,9 @@ def test_unknown_model_gets_the_default_space():
     ("family: x\nfinetune: {lr: [0, 0.1]}\n", "finetune.lr"),
     ("family: x\nsparsty: {inner: [0, 0.5]}\n", "sparsty"),
     ("family: x\nsparsity: {spread: -0.1}\n", "sparsity.spread"),
+    ("family: x\nwarm_starts: [{stem: 0.5}]\n", "warm_starts"),
+    ("family: x\nwarm_starts: [{inner: 1.5}]\n", "warm_starts"),
+    ("family: x\nwarm_starts: {inner: 0.5}\n", "warm_starts"),
 ])
 def test_malformed_file_names_the_file_and_the_field(tmp_path, text, field):
     path = write_space(tmp_path, text)
@@ -65,22 +68,28 @@ def dims(*specs: str) -> list[PruningDimension]:
             for spec in specs]
 
 
-def test_a_trial_draws_one_level_and_bounded_shifts_around_it():
+def test_a_trial_draws_one_level_per_kind_and_bounded_shifts_around_it():
     space = load_search_space(SEARCH_SPACES_DIR / "resnet.yaml")
     dimensions = dims("layer1:stream", "layer1.inner:inner", "layer4:stream", "layer4.inner:inner")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    gaps = []
     for _ in range(50):
         trial = study.ask()
         config = suggest_config(trial, space, dimensions)
-        level = trial.params["sparsity_level"]
+        levels = {kind: trial.params[f"sparsity_level:{kind}"] for kind in ("stream", "inner")}
+        assert "sparsity_level:heads" not in trial.params  # no dimension of that kind
         for dim in dimensions:
             low, high = space.sparsity[dim.kind]
             ratio = config.sparsity[dim.name]
             assert low <= ratio <= high
-            # within the spread of the level, unless the kind's range clipped it
-            assert abs(ratio - level) <= space.sparsity_spread + 1e-9 or ratio in (low, high)
+            # within the spread of its kind's level, unless the kind's range clipped it
+            assert (abs(ratio - levels[dim.kind]) <= space.sparsity_spread + 1e-9
+                    or ratio in (low, high))
+        gaps.append(abs(levels["stream"] - levels["inner"]))
         # the stored params rebuild exactly the configuration the trial pruned with
         assert config_from_params(trial.params, dimensions, space) == config
+    # the kinds move apart: keeping the stream while cutting inner widths deeply is reachable
+    assert max(gaps) > 2 * space.sparsity_spread
 
 
 def test_uniform_reference_has_every_shift_at_zero_and_the_ratio_clipped_per_kind():
@@ -88,6 +97,29 @@ def test_uniform_reference_has_every_shift_at_zero_and_the_ratio_clipped_per_kin
     dimensions = dims("layer1:stream", "layer1.inner:inner")
     config = config_from_params(uniform_params(space, dimensions, 0.85), dimensions, space)
     assert config.sparsity == {"layer1": 0.8, "layer1.inner": 0.85}
+
+
+def test_warm_start_prunes_each_kind_at_its_ratio_and_leaves_unnamed_kinds_whole():
+    space = load_search_space(SEARCH_SPACES_DIR / "resnet.yaml")
+    dimensions = dims("layer1:stream", "layer1.inner:inner", "layer4.inner:inner")
+    assert {"stream": 0.0, "inner": 0.6} in space.warm_starts
+    params = reference_params(space, dimensions, {"inner": 0.6})
+    assert config_from_params(params, dimensions, space).sparsity == {
+        "layer1": 0.0, "layer1.inner": 0.6, "layer4.inner": 0.6}
+    # a sampler that is handed these params (an enqueued trial) prunes exactly that
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    assert suggest_config(study.ask(), space, dimensions).sparsity["layer1.inner"] == 0.6
+
+
+def test_studies_with_one_level_for_every_kind_still_load():
+    space = load_search_space(SEARCH_SPACES_DIR / "resnet.yaml")
+    dimensions = dims("layer1:stream", "layer1.inner:inner")
+    params = {"sparsity_level": 0.5, "sparsity_shift:layer1": -0.1,
+              "sparsity_shift:layer1.inner": 0.2, "criterion": "l2", "kd_alpha": 0.5,
+              "kd_temperature": 4.0, "lr": 0.01}
+    assert config_from_params(params, dimensions, space).sparsity == {"layer1": 0.4,
+                                                                      "layer1.inner": 0.7}
 
 
 def test_studies_with_one_ratio_per_dimension_still_load():
