@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import platform
 import shutil
@@ -85,7 +86,7 @@ class BenchSetup:
     ratios: tuple[float, ...]
     output_dir: Path
     seed: int = 0
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = logging.getLogger(__name__).info
     space: Any = None
     example_inputs: Any = None
     early_stop_margin: float | None = 0.02  # autoprune's (random search never stops early)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from .artifacts import remove_checkpoint
 from .budget import Budget, format_duration
+from .console import ProgressBar
 from .pareto import front_trials
 from .result import candidate_from_trial
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointRetention:
@@ -37,13 +42,49 @@ class CheckpointRetention:
                 self.removed.add(finished.number)
 
 
-class Progress:
-    """One line per finished trial: what it gave, trials done, time left, the front."""
+class ReleaseAfterFailure:
+    """Frees what a failed trial held (its pruned model, optimizer state, activations) before
+    the next trial starts.
 
-    def __init__(self, budget: Budget, baseline_latency: float, log: Callable, start: float):
-        self.budget, self.baseline_latency, self.log = budget, baseline_latency, log
+    A trial that raised (out of memory, a NaN loss) leaves its tensors in reference cycles
+    through the exception's traceback and the pruner's graph; Python would free them only at
+    its next cyclic collection, which on a GPU that just ran out of memory is too late. By the
+    time callbacks run, the exception is gone, so a collection frees them, and CUDA's cached
+    blocks go back to the device.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+class Progress:
+    """One line per finished trial (what it gave, trials done, time left, the front), and a bar
+    of the budget on a terminal: trials done against the total, or seconds spent."""
+
+    def __init__(self, budget: Budget, baseline_latency: float, start: float):
+        self.budget, self.baseline_latency = budget, baseline_latency
         self.start = start
         self.durations: list[float] = []
+        self.bar: ProgressBar | None = None
+
+    def __enter__(self) -> "Progress":
+        if self.budget.trials is not None:
+            self.bar = ProgressBar("search", total=self.budget.trials, unit="trial",
+                                   plain_lines=False)
+        else:
+            self.bar = ProgressBar("search", total=round(self.budget.seconds or 0), unit="s",
+                                   plain_lines=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def typical_trial_seconds(self) -> float:
         return statistics.median(self.durations) if self.durations else 0.0
@@ -76,5 +117,11 @@ class Progress:
             left = f", {format_duration(self.budget.seconds - elapsed)} left"
         best = max((c for c in front if c.speedup >= 1.5), key=lambda c: c.accuracy, default=None)
         best_text = f", best at >=1.5x: {best.accuracy:.2%} at {best.speedup:.2f}x" if best else ""
-        self.log(f"[trial {trial.number:>3}] {what}   ({done}{target} complete{left}, "
-                 f"front {len(front)}{best_text})")
+        logger.info(f"[trial {trial.number:>3}] {what}   ({done}{target} complete{left}, "
+                    f"front {len(front)}{best_text})")
+        if self.bar is not None:
+            if self.budget.trials is not None:
+                self.bar.advance_to(min(done, self.budget.trials))
+            else:
+                self.bar.advance_to(min(round(time.monotonic() - self.start),
+                                        self.bar.total or 0))

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
+from . import __version__
+from .console import console_handler
 from .errors import AutopruneError, InvalidInputError
 from .export import FORMATS
+from .storage import STORAGE_ENV, has_password, redact_url
 
 
 def _constraint(text: str) -> tuple[str, float]:
@@ -48,10 +53,27 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs to train a digits model when --model is a bare name")
 
 
+def _verbosity_options(parser: argparse.ArgumentParser, default=False) -> None:
+    """-q / -v, before the command (`autoprune -q report`) or after it."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="print warnings and errors only (no progress lines or bars)")
+    group.add_argument("-v", "--verbose", action="store_true", default=default,
+                       help="print debugging lines too")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoprune", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
+    _verbosity_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("search", help="search pruned versions of a model",
+    verbosity = argparse.ArgumentParser(add_help=False)
+    _verbosity_options(verbosity, default=argparse.SUPPRESS)  # keeps what came before the command
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[verbosity], **kwargs)
+
+    run = command("search", help="search pruned versions of a model",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _model_arguments(run)
     run.add_argument("--budget", default=None, help="wall clock: '90s', '20m', '8h' (default 4m "
@@ -69,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--early-stop-margin", type=_margin, default=0.02,
                      help="stop a trial's fine-tuning a third of the way in when a faster "
                           "finished trial scored this much better at that point; 'off' never stops")
-    run.add_argument("--storage", help="Optuna storage URL (default: sqlite file in the run dir)")
+    run.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
+                     help=f"Optuna storage URL (default: ${STORAGE_ENV} if set, else a sqlite "
+                          "file in the run dir)")
     run.add_argument("--study-name", help="study name (default: model name and time)")
     run.add_argument("--output-dir", default="reports", help="where runs are written")
     run.add_argument("--artifacts", help="checkpoint directory every worker can reach "
@@ -77,17 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
 
     def study_command(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help)
+        sub = command(name, help=help)
         sub.add_argument("study", help="study name")
-        sub.add_argument("--storage", help="Optuna storage URL (default: "
+        sub.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
+                         help=f"Optuna storage URL (default: ${STORAGE_ENV} if set, else "
                                            "sqlite:///<output-dir>/<study>/study.db)")
         sub.add_argument("--output-dir", default="reports")
         return sub
 
-    worker = commands.add_parser(
+    worker = command(
         "worker", help="join a study started by `autoprune search` and run its trials")
     worker.add_argument("--study-name", required=True)
-    worker.add_argument("--storage", required=True, help="the study's storage URL")
+    worker.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
+                        help=f"the study's storage URL (default: ${STORAGE_ENV})")
     worker.add_argument("--artifacts", help="artifact directory (default: the one the study uses)")
     worker.add_argument("--device", help="default: the study's")
     worker.add_argument("--threads", type=int)
@@ -95,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "total is reached, or the study's time budget)")
     worker.add_argument("--output-dir", default="reports")
 
-    bench = commands.add_parser(
+    bench = command(
         "bench", help="compare autoprune with uniform, global, random and FastNAS pruning",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _model_arguments(bench)
@@ -152,7 +178,7 @@ def _open(args):
     try:
         return SearchResult.from_storage(args.study, storage)
     except KeyError:
-        raise InvalidInputError(f"study {args.study!r} not found in {storage}") from None
+        raise InvalidInputError(f"study {args.study!r} not found in {redact_url(storage)}") from None
 
 
 def report_command(args) -> int:
@@ -164,7 +190,7 @@ def report_command(args) -> int:
     try:
         study = optuna.load_study(study_name=args.study, storage=storage)
     except KeyError:
-        raise InvalidInputError(f"study {args.study!r} not found in {storage}") from None
+        raise InvalidInputError(f"study {args.study!r} not found in {redact_url(storage)}") from None
     output = args.output or Path(args.output_dir) / args.study / "report.html"
     print(write_report(study, output, storage))
     return 0
@@ -183,7 +209,10 @@ def select_command(args) -> int:
     chosen = result.best(max_latency_ms=args.max_latency_ms, max_memory_mb=args.max_memory_mb,
                          max_params=args.max_params, min_accuracy=args.min_accuracy)
     print(chosen)
-    storage = f" --storage {args.storage}" if args.storage else ""
+    storage = ""
+    if args.storage:
+        storage = (f' --storage "${STORAGE_ENV}"' if has_password(args.storage)
+                   else f" --storage {args.storage}")
     print(f"export it with: autoprune export {args.study}{storage} --trial {chosen.trial} "
           f"--format onnx --output model-{chosen.trial}.onnx")
     return 0
@@ -236,10 +265,14 @@ def worker_command(args) -> int:
 
     from .storage import open_storage
 
+    if not args.storage:
+        raise InvalidInputError(f"a worker needs the study's storage: --storage URL, or the URL "
+                                f"in ${STORAGE_ENV}")
     try:
         study = optuna.load_study(study_name=args.study_name, storage=open_storage(args.storage))
     except KeyError:
-        raise InvalidInputError(f"study {args.study_name!r} not found in {args.storage}: start it "
+        raise InvalidInputError(f"study {args.study_name!r} not found in "
+                                f"{redact_url(args.storage)}: start it "
                                 "with `autoprune search --storage ... --study-name ...`") from None
     settings = study.user_attrs.get("settings", {})
     if "cli" not in settings:
@@ -284,8 +317,7 @@ def bench_command(args) -> int:
                        device=device, threads=args.threads or torch.get_num_threads(),
                        finetune_steps=args.finetune_steps, budget_seconds=budget, ratios=ratios,
                        output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
-                       early_stop_margin=args.early_stop_margin,
-                       log=lambda text: print(text, file=sys.stderr, flush=True))
+                       early_stop_margin=args.early_stop_margin)
     results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv),
                         repeats=args.repeats)
     _print_bench_table(results)
@@ -313,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded with benchmark results
+    console_handler(logging.WARNING if args.quiet else logging.DEBUG if args.verbose
+                    else logging.INFO)
     try:
         commands = {"search": search_command, "worker": worker_command, "report": report_command,
                     "export": export_command, "select": select_command, "bench": bench_command}

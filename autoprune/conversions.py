@@ -11,6 +11,7 @@ Torch-Pruning's tracer cannot walk; a search never generates, so the copy turns 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -22,9 +23,19 @@ class LinearFromConv1D(nn.Linear):
     """An `nn.Linear` that was a transformers `Conv1D`; `to_conv1d` restores it."""
 
 
-# Torch-Pruning's MAC counter looks layers up by exact type: count ours as the Linear it is.
-_MAC_COUNTERS = tp.utils.op_counter.MODULES_MAPPING
-_MAC_COUNTERS.setdefault(LinearFromConv1D, _MAC_COUNTERS[nn.Linear])
+@contextlib.contextmanager
+def conv1d_counted_as_linear():
+    """Torch-Pruning's MAC counter looks layers up by exact type: for the length of the block,
+    it counts ours as the Linear it is (its global table is left as it was afterwards)."""
+    table = tp.utils.op_counter.MODULES_MAPPING
+    added = LinearFromConv1D not in table
+    if added:
+        table[LinearFromConv1D] = table[nn.Linear]
+    try:
+        yield
+    finally:
+        if added:
+            table.pop(LinearFromConv1D, None)
 
 
 def _is_conv1d(module: nn.Module) -> bool:

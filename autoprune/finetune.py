@@ -74,12 +74,14 @@ def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
 def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int, lr: float,
              distillation: Distillation, device: str | torch.device,
              loss_fn: Callable = F.cross_entropy, optimizer: str = "adamw",
-             on_step: Callable[[int], bool] | None = None) -> float:
+             on_step: Callable[[int], bool] | None = None,
+             on_progress: Callable[[int, float], None] | None = None) -> float:
     """Train `student` for `steps` batches of `train` with a cosine learning-rate schedule.
 
     Returns the mean loss of the last steps. A non-finite loss raises `TrialFailure` at once:
     the weights are already ruined, and the trial records the step. `on_step(n)` is called
     after step n (it may evaluate the student); when it returns True, training stops.
+    `on_progress(n, loss)` is told each step's loss (for a progress bar).
     """
     student.to(device).train()
     teacher.to(device).eval()
@@ -106,6 +108,8 @@ def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int
         optimizer.step()
         schedule.step()
         recent = (recent + [value])[-10:]
+        if on_progress is not None:
+            on_progress(step + 1, value)
         if on_step is not None:
             if on_step(step + 1):
                 break

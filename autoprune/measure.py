@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ import torch_pruning as tp
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.benchmark import Timer
 
+from .conversions import conv1d_counted_as_linear
 from .data import to_device
 from .grouping import run_model
 
@@ -50,7 +51,8 @@ class Measurement:
 
 def count_macs_and_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
     """MACs of one forward pass at the example batch size, and the parameter count."""
-    macs, params = tp.utils.count_ops_and_params(model, example_inputs)
+    with conv1d_counted_as_linear():
+        macs, params = tp.utils.count_ops_and_params(model, example_inputs)
     return int(macs), int(params)
 
 
@@ -150,7 +152,8 @@ def measure(model: nn.Module, example_inputs: Any, device: str | torch.device, t
 
 def interleaved_latency_ms(models: dict[Any, nn.Module], example_inputs: Any,
                            device: str | torch.device, threads: int, rounds: int = 5,
-                           min_run_time: float = 0.2) -> dict[Any, float]:
+                           min_run_time: float = 0.2,
+                           on_round: Callable[[], None] | None = None) -> dict[Any, float]:
     """Median latency of each model over `rounds` rounds, timed in turn within each round.
 
     Interleaving spreads a shared machine's drift over every model alike, so the ratio of
@@ -163,4 +166,6 @@ def interleaved_latency_ms(models: dict[Any, nn.Module], example_inputs: Any,
         for key, model in models.items():
             model.to(device).eval()
             samples[key].append(latency_ms(model, inputs, threads, min_run_time, warmup=1)[0])
+        if on_round is not None:
+            on_round()
     return {key: statistics.median(values) for key, values in samples.items()}

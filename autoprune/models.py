@@ -9,7 +9,7 @@ timm architecture it holds.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from safetensors.torch import load_model, save_model
 
 from .data import DIGITS_CLASSES, digits_loaders
 from .errors import InvalidInputError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DEMO_MODEL = "resnet18"
 DEFAULT_CACHE_DIR = Path("reports") / "models"
@@ -84,8 +86,8 @@ def load_timm_checkpoint(path: str | Path) -> nn.Module:
     return load_weights(model, path)
 
 
-def train_digits_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4, seed: int = 0,
-                       log=lambda text: print(text, file=sys.stderr, flush=True)) -> tuple[nn.Module, float]:
+def train_digits_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4,
+                       seed: int = 0) -> tuple[nn.Module, float]:
     """Train timm `name` from scratch on the digits task; returns it and its val accuracy."""
     from .evaluate import evaluate
 
@@ -106,22 +108,22 @@ def train_digits_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4, seed: in
             loss.backward()
             optimizer.step()
             schedule.step()
-        log(f"  epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} "
-            f"({time.perf_counter() - start:.0f} s)")
+        logger.info(f"  epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} "
+                    f"({time.perf_counter() - start:.0f} s)")
     accuracy = evaluate(model, val, "cpu")
     return model.eval(), accuracy
 
 
 def digits_model(name: str = DEFAULT_DEMO_MODEL, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-                 epochs: int = 4, log=lambda text: print(text, file=sys.stderr, flush=True)) -> nn.Module:
+                 epochs: int = 4) -> nn.Module:
     """timm `name` trained on digits, from the cache or trained now and cached."""
     path = Path(cache_dir) / f"{name}-digits-{epochs}ep.safetensors"
     if path.is_file():
-        log(f"using the cached digits model {path}")
+        logger.info(f"using the cached digits model {path}")
         return load_timm_checkpoint(path).eval()
-    log(f"training {name} on digits for {epochs} epochs (cached as {path}) ...")
-    model, accuracy = train_digits_model(name, epochs, log=log)
-    log(f"  validation accuracy {accuracy:.2%}")
+    logger.info(f"training {name} on digits for {epochs} epochs (cached as {path}) ...")
+    model, accuracy = train_digits_model(name, epochs)
+    logger.info(f"  validation accuracy {accuracy:.2%}")
     save_timm_checkpoint(model, name, DIGITS_CLASSES, path, {"digits_accuracy": accuracy,
                                                               "epochs": epochs})
     return model

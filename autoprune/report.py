@@ -20,7 +20,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .checkpoint import atomic_write_text
+from .console import ProgressBar
 from .pareto import front_trials, hypervolume_history, is_feasible
+from .settings_table import settings_table_html
+from .storage import STORAGE_ENV, has_password, redact_url
 
 
 class TrialRow(NamedTuple):
@@ -138,7 +141,7 @@ def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
     if baseline:
         for trial, value in hypervolume_history(trials, baseline["latency_ms"], baseline["memory_mb"]):
             history.append((trial.number, (trial.datetime_complete - started).total_seconds(), value))
-    return ReportData(study.study_name, storage, baseline, settings, layers,
+    return ReportData(study.study_name, storage and redact_url(storage), baseline, settings, layers,
                       [base_channels[layer] for layer in layers], rows, history,
                       _importance(trials), datetime.now().isoformat(timespec="seconds"))
 
@@ -237,14 +240,25 @@ def _importance_figure(data: ReportData):
 
 
 def export_commands(data: ReportData) -> dict[str, str]:
-    """Templates of the commands that export a trial (`{trial}` is filled in by the page)."""
-    storage = f" --storage {shlex.quote(data.storage)}" if data.storage else ""
+    """Templates of the commands that export a trial (`{trial}` is filled in by the page).
+
+    A storage with a password is named by the environment variable that holds its URL, so
+    the command works when pasted and the report holds no secret.
+    """
     name = shlex.quote(data.study_name)
+    if data.storage and has_password(data.storage):
+        cli_storage = f' --storage "${STORAGE_ENV}"'
+        python_storage = f"os.environ[{STORAGE_ENV!r}]"
+        note = (f"# {STORAGE_ENV} holds the storage URL ({redact_url(data.storage)}); "
+                "the report never contains its password\n")
+    else:
+        cli_storage = f" --storage {shlex.quote(data.storage)}" if data.storage else ""
+        python_storage, note = repr(data.storage), ""
     return {
-        "cli": f"autoprune export {name}{storage} --trial {{trial}} --format onnx "
+        "cli": f"{note}autoprune export {name}{cli_storage} --trial {{trial}} --format onnx "
                f"--output model-{{trial}}.onnx",
-        "python": f"result = autoprune.SearchResult.from_storage({data.study_name!r}, "
-                  f"{data.storage!r})\nresult.export({{trial}}, \"model-{{trial}}.onnx\", "
+        "python": f"{note}result = autoprune.SearchResult.from_storage({data.study_name!r}, "
+                  f"{python_storage})\nresult.export({{trial}}, \"model-{{trial}}.onnx\", "
                   f"format=\"onnx\")   # or \"safetensors\", \"torchscript\"",
     }
 
@@ -347,6 +361,10 @@ tr.failed,tr.infeasible,tr.not-fine-tuned{color:#a33}
 #card{display:none;border:1px solid #1f77b4;border-radius:6px;padding:.5em 1em;margin:1em 0}
 table.card th{text-align:left;background:#f7f7f7}pre.cmd{background:#f4f4f4;padding:.5em;overflow-x:auto}
 .summary td{padding:2px 10px}.scroll{max-height:600px;overflow:auto}
+.settings-groups{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:0 2em;align-items:start}
+.settings-groups .wide{grid-column:1/-1}table.settings{width:100%}
+table.settings th{text-align:left;background:#f7f7f7;font-weight:normal;white-space:nowrap;width:1%}
+table.settings td{word-break:break-word}
 """
 
 
@@ -388,7 +406,6 @@ def render_report(data: ReportData) -> str:
     def embed(value: str) -> str:  # JSON inside <script> must not close the tag
         return value.replace("</", "<\\/")
 
-    settings = html.escape(json.dumps(data.settings, indent=1, default=str))
     title = html.escape(data.study_name)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>autoprune: {title}</title>
@@ -403,7 +420,7 @@ re-measurement where the search got that far.</p>
 {'<div id="hypervolume"></div>' if "hypervolume" in figures else ''}
 {'<div id="importance"></div>' if "importance" in figures else ''}
 <h2>All trials</h2><div class="scroll">{_table(data)}</div>
-<h2>Settings</h2><pre>{settings}</pre>
+<h2>Settings</h2>{settings_table_html(data.settings)}
 <script type="application/json" id="report-data">{embed(json.dumps(page_data, default=str))}</script>
 <script type="application/json" id="figures">{embed(figures_json)}</script>
 <script>{_SCRIPT}</script>
@@ -414,5 +431,9 @@ def write_report(study: optuna.Study, path: str | Path, storage: str | None = No
     """Write the self-contained HTML report of `study` to `path` (atomically) and return it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, render_report(report_data(study, storage)))
+    with ProgressBar("report", total=2, unit="stage") as bar:
+        data = report_data(study, storage)
+        bar.update(1)
+        atomic_write_text(path, render_report(data))
+        bar.update(1)
     return path

@@ -58,7 +58,7 @@ class SearchResult:
     def __init__(self, study: optuna.Study, base_model: nn.Module | None, artifact_store,
                  cache_dir: Path, report_path: Path | None = None, storage: str | None = None):
         self.study = study
-        self.storage = storage
+        self.storage = storage  # the URL as shown: password masked (see storage.py)
         self.base_model = base_model
         self.artifact_store = artifact_store
         self.cache_dir = Path(cache_dir)  # where checkpoints are downloaded to on this machine
@@ -80,7 +80,7 @@ class SearchResult:
         the artifact directory the search used.
         """
         from .models import rebuild_base_model
-        from .storage import open_artifact_store
+        from .storage import open_artifact_store, storage_url
 
         study = optuna.load_study(study_name=study_name, storage=storage)
         settings = study.user_attrs.get("settings", {})
@@ -88,7 +88,7 @@ class SearchResult:
             base_model = rebuild_base_model(settings.get("model_source"))
         store = open_artifact_store(artifacts or settings["artifacts"])
         cache = Path(cache_dir) if cache_dir else Path("reports") / study_name / "trials"
-        return cls(study, base_model, store, cache, storage=storage)
+        return cls(study, base_model, store, cache, storage=storage_url(storage))
 
     def best(self, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
              min_accuracy: float | None = None, max_params: int | None = None) -> Candidate:

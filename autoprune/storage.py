@@ -6,12 +6,17 @@ heartbeat stops (the process was killed, the machine rebooted) is marked failed 
 worker that starts a trial, and Optuna's `RetryHeartbeatStaleTrialCallback` enqueues it
 again with the same parameters. Trial checkpoints go to an artifact store (a directory every
 worker can reach, or any `optuna.artifacts` store), so any machine can export any trial.
+
+A storage URL may hold a database password. It is used to connect and nowhere else: logs,
+reports, errors and study records show `storage_url()` / `redact_url()`, password masked.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -20,6 +25,53 @@ from .errors import InvalidInputError
 
 HEARTBEAT_SECONDS = 30
 MAX_RETRIES = 3  # how often a trial whose worker died is run again
+STORAGE_ENV = "AUTOPRUNE_STORAGE"  # the CLI's default storage URL: keeps passwords off command lines
+MASK = "***"
+
+
+def _secrets(url: str) -> list[str]:
+    """The password of a database URL: in its user part or as a `password` query argument."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy reads: fall back to the user:password@ form
+        match = re.search(r"://[^/@:]*:([^/@]*)@", url)
+        return [match.group(1)] if match and match.group(1) else []
+    found = [parsed.password] if parsed.password else []
+    for key, value in parsed.query.items():
+        if key.lower() == "password":
+            found += [value] if isinstance(value, str) else list(value)
+    return [str(secret) for secret in found if secret]
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by ***: how a storage URL is shown, logged or stored."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        text = make_url(str(url)).render_as_string(hide_password=True)
+    except Exception:
+        text = re.sub(r"(://[^/@:]*:)[^/@]*@", rf"\g<1>{MASK}@", str(url))
+    return re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", text)
+
+
+def redact(text: str, url: str) -> str:
+    """`text` (an error message, say) with the password of `url` masked wherever it appears."""
+    for secret in _secrets(str(url)):
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(form, MASK)
+    return text
+
+
+def has_password(url: str) -> bool:
+    return bool(_secrets(str(url))) or f":{MASK}@" in str(url)
+
+
+def storage_url(storage: str | BaseStorage) -> str:
+    """What a storage is called in logs, reports and errors: its URL, password masked."""
+    url = storage if isinstance(storage, str) else getattr(storage, "url", type(storage).__name__)
+    return redact_url(url)
 
 
 def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT_SECONDS,
@@ -28,8 +80,9 @@ def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT
     if isinstance(storage, BaseStorage):
         return storage
     if not isinstance(storage, str) or "://" not in storage:
+        shown = redact_url(storage) if isinstance(storage, str) else repr(storage)
         raise InvalidInputError(f"storage must be a database URL such as sqlite:///run.db or "
-                                f"postgresql://user@host/db, got {storage!r}")
+                                f"postgresql://user@host/db, got {shown!r}")
     scheme = storage.split("://")[0]
     if scheme.startswith("postgresql"):
         try:  # SQLAlchemy 2.1 reads postgresql:// with psycopg 3
@@ -38,7 +91,8 @@ def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT
             raise InvalidInputError("a PostgreSQL storage needs psycopg: "
                                     "pip install 'autoprune[postgres]'") from None
     elif not scheme.startswith(("sqlite", "mysql")):
-        raise InvalidInputError(f"unsupported storage {storage!r}: use sqlite:/// or postgresql://")
+        raise InvalidInputError(f"unsupported storage {redact_url(storage)!r}: use sqlite:/// "
+                                "or postgresql://")
     if scheme.startswith("sqlite"):
         Path(storage.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -50,7 +104,9 @@ def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRIES),
                 engine_kwargs=None if scheme.startswith("sqlite") else {"pool_pre_ping": True})
     except Exception as err:  # SQLAlchemy raises many types for a bad URL or a down server
-        raise InvalidInputError(f"cannot open storage {storage!r}: {type(err).__name__}: {err}") from err
+        # `from None`: the original error's text may quote the URL, password included.
+        raise InvalidInputError(f"cannot open storage {redact_url(storage)!r}: "
+                                f"{type(err).__name__}: {redact(str(err), storage)}") from None
 
 
 def open_artifact_store(location) -> "optuna.artifacts._protocol.ArtifactStore":

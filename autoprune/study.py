@@ -7,12 +7,14 @@ goes on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
 import json
-import sys
+import logging
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -24,8 +26,9 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 
 from .budget import Budget, parse_budget
-from .callbacks import CheckpointRetention, Progress
+from .callbacks import CheckpointRetention, Progress, ReleaseAfterFailure
 from .config import config_from_params, reference_params, uniform_params
+from .console import ProgressBar, quiet_optuna, verbosity
 from .constraints import parse_constraints
 from .data import batch_size_of, first_batch, to_device
 from .errors import InvalidInputError
@@ -39,15 +42,18 @@ from .preflight import preflight
 from .prune import kept_out_channels, prune_copy
 from .result import SearchResult
 from .space import SearchSpace, model_identifiers, resolve_search_space
-from .storage import open_artifact_store, open_storage
+from .storage import open_artifact_store, open_storage, redact, storage_url
 from .trial import TrialContext, run_trial
 
-DIRECTIONS = ("maximize", "minimize", "minimize")  # accuracy, latency_ms, memory_mb
+OBJECTIVE_NAMES = ("accuracy", "latency_ms", "memory_mb")  # what dashboards and plots call them
+DIRECTIONS = ("maximize", "minimize", "minimize")
 TARGET_TRIALS = 15  # a time budget is split so that about this many trials fit
 MAX_FINETUNE_EPOCHS = 3
 GRADIENT_BATCHES = 2  # batches of gradients for the Taylor criterion
 LATENCY_MIN_RUN_TIME = 0.3  # seconds of timed runs per latency measurement in a trial
 FINAL_ROUNDS = 5  # interleaved rounds when the front is re-measured at the end
+
+logger = logging.getLogger(__name__)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -136,7 +142,7 @@ def _training_step_seconds(student: nn.Module, teacher: nn.Module, train: Iterab
 
 def choose_finetune_steps(budget: Budget, train: Iterable, typical_student: nn.Module,
                           teacher: nn.Module, device: torch.device, loss_fn: Callable,
-                          optimizer: str, log: Callable) -> int:
+                          optimizer: str) -> int:
     """Fine-tuning steps per trial: one epoch for a trial budget; else what fits the time.
 
     A time budget is split into TARGET_TRIALS trials, 70 % of each spent fine-tuning, at the
@@ -149,7 +155,7 @@ def choose_finetune_steps(budget: Budget, train: Iterable, typical_student: nn.M
     step = _training_step_seconds(typical_student, teacher, train, device, loss_fn, optimizer)
     steps = int(0.7 * budget.seconds / TARGET_TRIALS / step)
     chosen = max(10, min(MAX_FINETUNE_EPOCHS * epoch, steps))
-    log(f"fine-tuning: {chosen} steps per trial ({chosen / epoch:.2f} epochs; a step of a "
+    logger.info(f"fine-tuning: {chosen} steps per trial ({chosen / epoch:.2f} epochs; a step of a "
         f"typical pruned model takes {step * 1e3:.0f} ms)")
     return chosen
 
@@ -167,18 +173,32 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _random_state_restored():
+    """torch's random state as it was before the call: a search seeds its own draws."""
+    devices = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
 def _open_study(name: str, storage, sampler) -> tuple[optuna.Study, bool]:
     """The study and whether this call created it (only the creator enqueues references)."""
     try:
-        return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                   directions=DIRECTIONS), True
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                    directions=DIRECTIONS)
+        created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        created = False
     directions = [d.name.lower() for d in study.directions]
     if directions != list(DIRECTIONS):
         raise InvalidInputError(f"study {name!r} exists in this storage but is not an autoprune "
                                 f"study (directions {directions}); choose another study name")
-    return study, False
+    if study.metric_names is None:  # also studies started before autoprune named them
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVE_NAMES))
+    return study, created
 
 
 def _check_same_search(study: optuna.Study, identity: dict, where: str) -> None:
@@ -194,10 +214,6 @@ def _check_same_search(study: optuna.Study, identity: dict, where: str) -> None:
             f"study {study.study_name!r} in {where} was started by a different search: its "
             f"{', '.join(differing)} differ from this one's. Results of different searches must "
             "not mix: use another study name, or the same model, data and search space.")
-
-
-def _storage_url(storage) -> str:
-    return storage if isinstance(storage, str) else getattr(storage, "url", type(storage).__name__)
 
 
 def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callbacks: list,
@@ -273,173 +289,181 @@ def search(
     `sampler` replaces the multivariate TPE sampler (the benchmark's random search uses it).
     `early_stop_margin`: a trial whose metric a third of the way through fine-tuning is this
     much below that of a finished, at least as fast trial at the same point stops there
-    (see early_stop.py); None fine-tunes every trial to the end.
+    (see early_stop.py); None fine-tunes every trial to the end. Messages go to the
+    `autoprune` logger; `verbose=False` keeps them to warnings for this call (see console.py).
     """
     started = time.monotonic()  # a time budget counts the whole call, set-up included
-    log = (lambda text: print(text, file=sys.stderr, flush=True)) if verbose else (lambda text: None)
-    if not isinstance(model, nn.Module):
-        raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    parsed_budget = parse_budget(budget, trials)
-    parsed_constraints = parse_constraints(constraints)
-    device = _resolve_device(device)
-    if finetune_steps is not None and (not isinstance(finetune_steps, int) or finetune_steps < 0):
-        raise InvalidInputError(f"finetune_steps must be a non-negative integer, got {finetune_steps!r}")
-    if early_stop_margin is not None and (isinstance(early_stop_margin, bool) or not isinstance(
-            early_stop_margin, (int, float)) or not early_stop_margin >= 0):
-        raise InvalidInputError(f"early_stop_margin must be a non-negative number or None, "
-                                f"got {early_stop_margin!r}")
-    if keep_checkpoints not in KEEP_CHECKPOINTS:
-        raise InvalidInputError(f"keep_checkpoints must be one of {KEEP_CHECKPOINTS}, "
-                                f"got {keep_checkpoints!r}")
-    threads = threads or torch.get_num_threads()
-    metric = metric or top1_accuracy
-    loss_fn = loss or F.cross_entropy
-    if isinstance(ignored_layers, str):
-        ignored_layers = [ignored_layers]
-    space = resolve_search_space(model, search_space)
+    # Globals the caller owns (logging levels, Optuna's verbosity, torch's random state)
+    # are changed only for the length of the call.
+    with verbosity(verbose), quiet_optuna(), _random_state_restored():
+        if not isinstance(model, nn.Module):
+            raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        parsed_budget = parse_budget(budget, trials)
+        parsed_constraints = parse_constraints(constraints)
+        device = _resolve_device(device)
+        if finetune_steps is not None and (not isinstance(finetune_steps, int) or finetune_steps < 0):
+            raise InvalidInputError(f"finetune_steps must be a non-negative integer, got {finetune_steps!r}")
+        if early_stop_margin is not None and (isinstance(early_stop_margin, bool) or not isinstance(
+                early_stop_margin, (int, float)) or not early_stop_margin >= 0):
+            raise InvalidInputError(f"early_stop_margin must be a non-negative number or None, "
+                                    f"got {early_stop_margin!r}")
+        if keep_checkpoints not in KEEP_CHECKPOINTS:
+            raise InvalidInputError(f"keep_checkpoints must be one of {KEEP_CHECKPOINTS}, "
+                                    f"got {keep_checkpoints!r}")
+        threads = threads or torch.get_num_threads()
+        metric = metric or top1_accuracy
+        loss_fn = loss or F.cross_entropy
+        if isinstance(ignored_layers, str):
+            ignored_layers = [ignored_layers]
+        space = resolve_search_space(model, search_space)
 
-    example_inputs, example_targets = first_batch(val, "val")
-    first_batch(train, "train")
-    model = prepare(model.to(device).eval())  # a converted copy for GPT-2 (see conversions.py)
-    example_inputs = to_device(example_inputs, device)
-    _check_model_runs(model, example_inputs, to_device(example_targets, device), metric, loss_fn)
+        example_inputs, example_targets = first_batch(val, "val")
+        first_batch(train, "train")
+        model = prepare(model.to(device).eval())  # a converted copy for GPT-2 (see conversions.py)
+        example_inputs = to_device(example_inputs, device)
+        _check_model_runs(model, example_inputs, to_device(example_targets, device), metric, loss_fn)
 
-    ignored = ignored_modules(model, example_inputs, [*space.ignored_layers, *ignored_layers])
-    names = {module: name for name, module in model.named_modules()}
-    ignored_names = [names[m] for m in ignored if m in names]
-    dimensions = plan_dimensions(model, example_inputs, space.stage_pattern,
-                                 space.max_dimensions, ignored)
-    check_prunable(dimensions, type(model).__name__)
-    preflight(model, example_inputs, dimensions, space, ignored_names, device)
+        ignored = ignored_modules(model, example_inputs, [*space.ignored_layers, *ignored_layers])
+        names = {module: name for name, module in model.named_modules()}
+        ignored_names = [names[m] for m in ignored if m in names]
+        dimensions = plan_dimensions(model, example_inputs, space.stage_pattern,
+                                     space.max_dimensions, ignored)
+        check_prunable(dimensions, type(model).__name__)
+        preflight(model, example_inputs, dimensions, space, ignored_names, device)
 
-    study_name = study_name or _default_study_name(model)
-    run_dir = Path(output_dir) / study_name
-    storage = open_storage(storage or f"sqlite:///{run_dir / 'study.db'}")
-    where = _storage_url(storage)
-    identity = {"model": f"{type(model).__module__}.{type(model).__qualname__} "
-                         f"{model_identifiers(model)[0]}",
-                "weights_sha256": model_fingerprint(model), "search_space": space.fingerprint(),
-                "dimensions": [d.name for d in dimensions], "constraints": parsed_constraints,
-                "device": device.type, "batch_size": batch_size_of(example_inputs)}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = sampler or optuna.samplers.TPESampler(
-        multivariate=True, seed=seed, constant_liar=True,
-        n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts) + 5))
-    study, created = _open_study(study_name, storage, sampler)
-    _check_same_search(study, identity, where)
-    if created:  # enqueued once per study, whatever the number of workers
-        for ratio in space.uniform_ratios:
-            study.enqueue_trial(uniform_params(space, dimensions, ratio),
-                                user_attrs={"reference": f"uniform {ratio:g}"})
-        for ratios in space.warm_starts:
-            study.enqueue_trial(reference_params(space, dimensions, ratios), user_attrs={
-                "reference": "warm start: " + ", ".join(f"{kind} {ratio:g}"
-                                                        for kind, ratio in ratios.items())})
-    artifact_location = artifacts if artifacts is not None else run_dir / "artifacts"
-    store = open_artifact_store(artifact_location)
-    cache_dir = run_dir / "trials"
-    log(f"autoprune: study {study_name!r} ({'new' if created else 'resumed or joined'}) in "
-        f"{where}; checkpoints in {artifact_location}; report in {run_dir}/")
-    log(f"search space {space.family!r} ({space.source}): {len(dimensions)} sparsity dimensions, "
-        f"criteria {', '.join(space.criteria)}; budget {parsed_budget.describe()}")
+        study_name = study_name or _default_study_name(model)
+        run_dir = Path(output_dir) / study_name
+        storage = open_storage(storage or f"sqlite:///{run_dir / 'study.db'}")
+        where = storage_url(storage)  # password masked: it is logged and reported
+        identity = {"model": f"{type(model).__module__}.{type(model).__qualname__} "
+                             f"{model_identifiers(model)[0]}",
+                    "weights_sha256": model_fingerprint(model), "search_space": space.fingerprint(),
+                    "dimensions": [d.name for d in dimensions], "constraints": parsed_constraints,
+                    "device": device.type, "batch_size": batch_size_of(example_inputs)}
+        sampler = sampler or optuna.samplers.TPESampler(
+            multivariate=True, seed=seed, constant_liar=True,
+            n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts) + 5))
+        study, created = _open_study(study_name, storage, sampler)
+        _check_same_search(study, identity, where)
+        if created:  # enqueued once per study, whatever the number of workers
+            for ratio in space.uniform_ratios:
+                study.enqueue_trial(uniform_params(space, dimensions, ratio),
+                                    user_attrs={"reference": f"uniform {ratio:g}"})
+            for ratios in space.warm_starts:
+                study.enqueue_trial(reference_params(space, dimensions, ratios), user_attrs={
+                    "reference": "warm start: " + ", ".join(f"{kind} {ratio:g}"
+                                                            for kind, ratio in ratios.items())})
+        artifact_location = artifacts if artifacts is not None else run_dir / "artifacts"
+        store = open_artifact_store(artifact_location)
+        cache_dir = run_dir / "trials"
+        logger.info(f"autoprune: study {study_name!r} ({'new' if created else 'resumed or joined'}) in "
+            f"{where}; checkpoints in {artifact_location}; report in {run_dir}/")
+        logger.info(f"search space {space.family!r} ({space.source}): {len(dimensions)} sparsity dimensions, "
+            f"criteria {', '.join(space.criteria)}; budget {parsed_budget.describe()}")
 
-    if seed is not None:
-        torch.manual_seed(seed)
-    baseline = study.user_attrs.get("baseline")
-    if baseline is None:  # also a worker whose creator died before measuring it
-        log("measuring the unpruned model ...")
-        accuracy = evaluate(model, val, device, metric)
-        figures = measure(model, example_inputs, device, threads, LATENCY_MIN_RUN_TIME)
-        baseline = {"accuracy": accuracy, **figures.to_dict()}
-        study.set_user_attr("base_channels", kept_out_channels(model))
-        study.set_user_attr("settings", {
-            "model": model_identifiers(model)[0], "model_source": model_source(model),
-            "artifacts": str(Path(artifact_location).resolve())
-            if isinstance(artifact_location, (str, Path)) else repr(artifact_location),
-            "space": space.fingerprint(), "dimensions": [d.to_dict() for d in dimensions],
-            "device": str(device), "threads": threads, "batch_size": batch_size_of(example_inputs),
-            "constraints": parsed_constraints, "budget": parsed_budget.describe(),
-            "started": datetime.now().isoformat(timespec="seconds"),
-            "data": _describe_data(train, val), "versions": _library_versions(),
-            "early_stop_margin": early_stop_margin,
-            **(extra_settings or {})})
-        study.set_user_attr("baseline", baseline)
-    log(f"unpruned: accuracy {baseline['accuracy']:.2%}, latency {baseline['latency_ms']:.2f} ms "
-        f"at batch {batch_size_of(example_inputs)}, memory {baseline['memory_mb']:.1f} MiB, "
-        f"{baseline['params'] / 1e6:.2f} M params, {baseline['macs'] / 1e6:.1f} M MACs")
+        if seed is not None:
+            torch.manual_seed(seed)
+        baseline = study.user_attrs.get("baseline")
+        if baseline is None:  # also a worker whose creator died before measuring it
+            logger.info("measuring the unpruned model ...")
+            with ProgressBar("unpruned model", total=2) as bar:
+                accuracy = evaluate(model, val, device, metric)
+                bar.update(1)
+                figures = measure(model, example_inputs, device, threads, LATENCY_MIN_RUN_TIME)
+                bar.update(1)
+            baseline = {"accuracy": accuracy, **figures.to_dict()}
+            study.set_user_attr("base_channels", kept_out_channels(model))
+            study.set_user_attr("settings", {
+                "model": model_identifiers(model)[0], "model_source": model_source(model),
+                "artifacts": str(Path(artifact_location).resolve())
+                if isinstance(artifact_location, (str, Path)) else repr(artifact_location),
+                "space": space.fingerprint(), "dimensions": [d.to_dict() for d in dimensions],
+                "device": str(device), "threads": threads, "batch_size": batch_size_of(example_inputs),
+                "constraints": parsed_constraints, "budget": parsed_budget.describe(),
+                "started": datetime.now().isoformat(timespec="seconds"),
+                "data": _describe_data(train, val), "versions": _library_versions(),
+                "early_stop_margin": early_stop_margin,
+                **(extra_settings or {})})
+            study.set_user_attr("baseline", baseline)
+        logger.info(f"unpruned: accuracy {baseline['accuracy']:.2%}, latency {baseline['latency_ms']:.2f} ms "
+            f"at batch {batch_size_of(example_inputs)}, memory {baseline['memory_mb']:.1f} MiB, "
+            f"{baseline['params'] / 1e6:.2f} M params, {baseline['macs'] / 1e6:.1f} M MACs")
 
-    steps = finetune_steps if finetune_steps is not None else study.user_attrs.get("finetune_steps")
-    if steps is None:  # the first process decides, so every trial of the study is alike
-        middle = sorted(space.uniform_ratios or [0.5])[len(space.uniform_ratios) // 2]
-        typical = prune_copy(model, example_inputs, dimensions,
-                             config_from_params(uniform_params(space, dimensions, middle),
-                                                dimensions, space).sparsity,
-                             "l2", ignored_names, space.round_to, device=device).model
-        steps = choose_finetune_steps(parsed_budget, train, typical, model, device, loss_fn,
-                                      space.optimizer, log)
-        study.set_user_attr("finetune_steps", steps)
+        steps = finetune_steps if finetune_steps is not None else study.user_attrs.get("finetune_steps")
+        if steps is None:  # the first process decides, so every trial of the study is alike
+            middle = sorted(space.uniform_ratios or [0.5])[len(space.uniform_ratios) // 2]
+            typical = prune_copy(model, example_inputs, dimensions,
+                                 config_from_params(uniform_params(space, dimensions, middle),
+                                                    dimensions, space).sparsity,
+                                 "l2", ignored_names, space.round_to, device=device).model
+            steps = choose_finetune_steps(parsed_budget, train, typical, model, device, loss_fn,
+                                          space.optimizer)
+            study.set_user_attr("finetune_steps", steps)
 
-    context = TrialContext(
-        base_model=model, example_inputs=example_inputs, dimensions=dimensions,
-        ignored_names=ignored_names, space=space, train=train, val=val, device=device,
-        threads=threads, finetune_steps=steps, constraints=parsed_constraints,
-        baseline_accuracy=baseline["accuracy"],
-        baseline=Measurement(**{k: v for k, v in baseline.items() if k != "accuracy"}),
-        artifact_store=store, metric=metric, loss_fn=loss_fn,
-        gradient_batches=[to_device(b, device) for b in itertools.islice(train, GRADIENT_BATCHES)],
-        latency_run_time=LATENCY_MIN_RUN_TIME, early_stop_margin=early_stop_margin)
-    interrupted: list[int] = []
+        context = TrialContext(
+            base_model=model, example_inputs=example_inputs, dimensions=dimensions,
+            ignored_names=ignored_names, space=space, train=train, val=val, device=device,
+            threads=threads, finetune_steps=steps, constraints=parsed_constraints,
+            baseline_accuracy=baseline["accuracy"],
+            baseline=Measurement(**{k: v for k, v in baseline.items() if k != "accuracy"}),
+            artifact_store=store, metric=metric, loss_fn=loss_fn,
+            gradient_batches=[to_device(b, device) for b in itertools.islice(train, GRADIENT_BATCHES)],
+            latency_run_time=LATENCY_MIN_RUN_TIME, early_stop_margin=early_stop_margin)
+        interrupted: list[int] = []
 
-    def objective(trial: optuna.Trial):
-        if parsed_budget.trials is not None:
-            ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                                          TrialState.RUNNING))
-                     if t.state == TrialState.COMPLETE or t.number < trial.number]
-            if len(ahead) >= parsed_budget.trials:
-                trial.set_user_attr("surplus", f"the study's {parsed_budget.trials} trials are "
-                                               "complete or running elsewhere")
-                raise optuna.TrialPruned()
-        try:
-            return run_trial(trial, context)
-        except KeyboardInterrupt:
-            trial.set_user_attr("failure", "interrupted (Ctrl-C); enqueued again")
-            interrupted.append(trial.number)
-            raise
-        except Exception as err:  # one trial's failure must not end the study
-            trial.set_user_attr("failure", f"{type(err).__name__}: {err}"[:2000])
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            raise
+        def objective(trial: optuna.Trial):
+            if parsed_budget.trials is not None:
+                ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                              TrialState.RUNNING))
+                         if t.state == TrialState.COMPLETE or t.number < trial.number]
+                if len(ahead) >= parsed_budget.trials:
+                    trial.set_user_attr("surplus", f"the study's {parsed_budget.trials} trials are "
+                                                   "complete or running elsewhere")
+                    raise optuna.TrialPruned()
+            try:
+                return run_trial(trial, context)
+            except KeyboardInterrupt:
+                trial.set_user_attr("failure", "interrupted (Ctrl-C); enqueued again")
+                interrupted.append(trial.number)
+                raise
+            except Exception as err:  # one trial's failure must not end the study
+                reason = redact(f"{type(err).__name__}: {err}", getattr(storage, "url", ""))
+                trial.set_user_attr("failure", reason[:2000])
+                raise  # ReleaseAfterFailure frees what the trial held, once the error is gone
 
-    progress = Progress(parsed_budget, baseline["latency_ms"], log, started)
-    callbacks = [progress]
-    if keep_checkpoints == "front":
-        callbacks.insert(0, CheckpointRetention(store, cache_dir))
-    result = SearchResult(study, model, store, cache_dir, storage=where)
-    try:
-        _run_trials(study, objective, parsed_budget, callbacks, progress, started)
-    except KeyboardInterrupt:
-        _requeue_interrupted(study, interrupted)
-        if write_report:
-            log(f"report of the trials so far: {result.report(run_dir / 'report.html')}")
-        log(f"interrupted. Finished trials are kept in {where}; to resume, run the same command "
-            f"again (study {study_name!r}); an interrupted trial runs again first.")
-        raise
-
-    result = SearchResult(study, model, store, cache_dir, storage=where)
-    if result.pareto:
-        log(f"re-measuring the {len(result.pareto)} front members interleaved with the unpruned model ...")
-        front = {str(c.trial): result.load(c.trial) for c in result.pareto}
-        final = interleaved_latency_ms({"baseline": model, **front}, example_inputs, device, threads,
-                                       rounds=FINAL_ROUNDS, min_run_time=LATENCY_MIN_RUN_TIME)
-        study.set_user_attr("final_latency_ms", final)
+        progress = Progress(parsed_budget, baseline["latency_ms"], started)
+        callbacks = [ReleaseAfterFailure(device), progress]
+        if keep_checkpoints == "front":
+            callbacks.insert(0, CheckpointRetention(store, cache_dir))
         result = SearchResult(study, model, store, cache_dir, storage=where)
-    study.set_user_attr("finished", datetime.now().isoformat(timespec="seconds"))
-    if write_report:
-        result.report_path = result.report(run_dir / "report.html")
-        log(f"report: {result.report_path}")
-    log(f"Pareto front ({len(result.pareto)} models; unpruned: {baseline['accuracy']:.2%}, "
-        f"{study.user_attrs.get('final_latency_ms', {}).get('baseline', baseline['latency_ms']):.2f} ms):")
-    for candidate in result.pareto:
-        log(f"  {candidate}")
-    return result
+        try:
+            with progress:
+                _run_trials(study, objective, parsed_budget, callbacks, progress, started)
+        except KeyboardInterrupt:
+            _requeue_interrupted(study, interrupted)
+            if write_report:
+                logger.info(f"report of the trials so far: {result.report(run_dir / 'report.html')}")
+            logger.info(f"interrupted. Finished trials are kept in {where}; to resume, run the same command "
+                f"again (study {study_name!r}); an interrupted trial runs again first.")
+            raise
+
+        result = SearchResult(study, model, store, cache_dir, storage=where)
+        if result.pareto:
+            logger.info(f"re-measuring the {len(result.pareto)} front members interleaved with the unpruned model ...")
+            front = {str(c.trial): result.load(c.trial) for c in result.pareto}
+            with ProgressBar("final re-timing", total=FINAL_ROUNDS, unit="round") as bar:
+                final = interleaved_latency_ms({"baseline": model, **front}, example_inputs, device,
+                                               threads, rounds=FINAL_ROUNDS,
+                                               min_run_time=LATENCY_MIN_RUN_TIME,
+                                               on_round=lambda: bar.update(1))
+            study.set_user_attr("final_latency_ms", final)
+            result = SearchResult(study, model, store, cache_dir, storage=where)
+        study.set_user_attr("finished", datetime.now().isoformat(timespec="seconds"))
+        if write_report:
+            result.report_path = result.report(run_dir / "report.html")
+            logger.info(f"report: {result.report_path}")
+        logger.info(f"Pareto front ({len(result.pareto)} models; unpruned: {baseline['accuracy']:.2%}, "
+            f"{study.user_attrs.get('final_latency_ms', {}).get('baseline', baseline['latency_ms']):.2f} ms):")
+        for candidate in result.pareto:
+            logger.info(f"  {candidate}")
+        return result

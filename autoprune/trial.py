@@ -21,6 +21,7 @@ import torch.nn as nn
 from .artifacts import upload_checkpoint
 from .checkpoint import save_checkpoint
 from .config import suggest_config
+from .console import ProgressBar
 from .constraints import accuracy_excess, hard_excess
 from .early_stop import screening_hook
 from .evaluate import evaluate
@@ -99,9 +100,12 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     screening = None if ctx.early_stop_margin is None else screening_hook(
         trial, ctx.finetune_steps, figures.latency_ms, ctx.early_stop_margin,
         lambda: evaluate(pruned.model, ctx.val, ctx.device, ctx.metric))
-    train_loss = finetune(pruned.model, ctx.base_model, ctx.train, ctx.finetune_steps, config.lr,
-                          config.distillation, ctx.device, ctx.loss_fn, ctx.space.optimizer,
-                          on_step=screening)
+    with ProgressBar(f"trial {trial.number} fine-tuning", total=ctx.finetune_steps,
+                     leave=False) as bar:
+        train_loss = finetune(pruned.model, ctx.base_model, ctx.train, ctx.finetune_steps,
+                              config.lr, config.distillation, ctx.device, ctx.loss_fn,
+                              ctx.space.optimizer, on_step=screening,
+                              on_progress=lambda step, loss: bar.update(1, loss=loss))
     trial.set_user_attr("seconds_finetune", clock() - start)
     trial.set_user_attr("train_loss", train_loss)
 

@@ -89,3 +89,19 @@ def test_front_matches_the_definition_of_dominance():
 
     expected = {t.number for t in done if not any(dominates(o.values, t.values) for o in done)}
     assert {t.number for t in front_trials(study)} == expected
+
+
+def test_settings_are_a_readable_table_not_a_json_dump():
+    study = synthetic_study(5)
+    study.set_user_attr("settings", {
+        "model": "resnet18", "device": "cpu", "constraints": {"latency_ms": 20.0},
+        "versions": {"torch": "2.14.1", "optuna": "5.0.0"},
+        "dimensions": [{"name": "layer1.inner", "kind": "inner", "layers": ["layer1.0.conv1"],
+                        "channels": 64}]})
+    page = render_report(report_data(study))
+    settings = page.split("<h2>Settings</h2>", 1)[1]
+    assert "<th>model</th><td>resnet18</td>" in settings
+    assert "<th>constraints</th><td>latency_ms 20</td>" in settings
+    assert "<h3>versions</h3>" in settings and "<th>torch</th><td>2.14.1</td>" in settings
+    assert "<td>layer1.inner</td><td>inner</td><td>64</td><td>layer1.0.conv1</td>" in settings
+    assert '"versions"' not in settings.split("<script", 1)[0]

@@ -1,5 +1,9 @@
 """End-to-end searches of a tiny model: what a user of `autoprune.search` relies on."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -96,6 +100,48 @@ def test_nan_loss_fails_that_trial_only(tmp_path):
     assert states.count(TrialState.COMPLETE) == 4  # trials=4 counts completed trials
     failed = next(t for t in result.study.trials if t.state == TrialState.FAIL)
     assert "loss became nan" in failed.user_attrs["failure"]
+
+
+OUT_OF_MEMORY_SEARCH = """
+import json, sys, weakref
+import torch, torch.nn.functional as F
+sys.path.insert(0, {tests!r})
+import autoprune
+from tiny_models import TinyResNet, tiny_data
+
+failed_outputs = []  # weak references to the logits of the steps that ran out of memory
+alive_later = []  # whether each of them was still alive when a later trial trained
+
+def runs_out_of_memory_three_times(logits, targets):
+    if logits.requires_grad:  # training, not the input check on the validation batch
+        alive_later.extend(ref() is not None for ref in failed_outputs)
+        if len(failed_outputs) < 3:
+            failed_outputs.append(weakref.ref(logits))  # it holds the trial's whole graph
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return F.cross_entropy(logits, targets)
+
+train, val = tiny_data()
+result = autoprune.search(TinyResNet(), trials=3, finetune_steps=3, train=train, val=val,
+                          loss=runs_out_of_memory_three_times, output_dir={out!r},
+                          study_name="s", threads=1, write_report=False, verbose=False)
+print(json.dumps({{"alive_later": alive_later, "trials": [
+    [t.state.name, t.user_attrs.get("failure")] for t in result.study.trials]}}))
+"""
+
+
+def test_out_of_memory_fails_that_trial_and_frees_its_tensors_before_the_next(tmp_path):
+    # In a process of its own: pytest keeps every log record, and Optuna logs a failed trial
+    # with its traceback, which would keep the trial's frames alive where a user's console
+    # handler does not.
+    script = OUT_OF_MEMORY_SEARCH.format(tests=str(Path(__file__).parent), out=str(tmp_path))
+    run_ = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert run_.returncode == 0, run_.stderr[-3000:]
+    outcome = json.loads(run_.stdout.splitlines()[-1])
+    failed = [reason for state, reason in outcome["trials"] if state == "FAIL"]
+    assert failed == ["OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"] * 3
+    assert [state for state, _ in outcome["trials"]].count("COMPLETE") == 3
+    assert outcome["alive_later"] and not any(outcome["alive_later"])
 
 
 def test_exception_inside_a_trial_fails_that_trial_only(tmp_path, monkeypatch):
