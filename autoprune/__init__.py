@@ -1,20 +1,27 @@
 """autoprune: automated structural-pruning search for PyTorch models."""
 
-from .budget import Budget, parse_budget
-from .checkpoint import load_checkpoint
-from .criteria import CRITERIA, register_criterion
+import sys
+
 from .errors import (AutopruneError, CheckpointError, InvalidInputError, SearchSpaceError,
                      TrialFailure)
-from .export import FORMATS, ExportError, load
-from .result import Candidate, NoCandidateError, SearchResult
-from .space import SearchSpace, load_search_space
-from .study import search
+from .pruning.criteria import CRITERIA, register_criterion
+from .results.export import FORMATS, ExportError, load
+from .results.result import Candidate, NoCandidateError, SearchResult
+from .store.checkpoint import load_checkpoint
+from .study.budget import Budget, parse_budget
+from .study.runner import search
+from .study.space import SearchSpace, load_search_space
 
 __version__ = "0.1.0"
+
+from .integrations import huggingface  # noqa: E402  (`from autoprune import huggingface`)
+
+# `import autoprune.huggingface` keeps working now that the module lives in integrations/
+sys.modules[f"{__name__}.huggingface"] = huggingface
 
 __all__ = [
     "AutopruneError", "Budget", "CRITERIA", "Candidate", "CheckpointError", "ExportError",
     "FORMATS", "InvalidInputError", "NoCandidateError", "SearchResult", "SearchSpace",
-    "SearchSpaceError", "TrialFailure", "load", "load_checkpoint",
+    "SearchSpaceError", "TrialFailure", "huggingface", "load", "load_checkpoint",
     "load_search_space", "parse_budget", "register_criterion", "search",
 ]

@@ -11,8 +11,8 @@ from pathlib import Path
 from . import __version__
 from .console import console_handler
 from .errors import AutopruneError, InvalidInputError
-from .export import FORMATS
-from .storage import STORAGE_ENV, has_password, redact_url
+from .results.export import FORMATS
+from .store.storage import STORAGE_ENV, has_password, redact_url
 
 
 def _constraint(text: str) -> tuple[str, float]:
@@ -172,7 +172,7 @@ def _default_storage(args) -> str:
 
 
 def _open(args):
-    from .result import SearchResult
+    from .results.result import SearchResult
 
     storage = _default_storage(args)
     try:
@@ -182,8 +182,9 @@ def _open(args):
 
 
 def report_command(args) -> int:
-    from .report import write_report
     import optuna
+
+    from .results.report import write_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _default_storage(args)
@@ -219,7 +220,8 @@ def select_command(args) -> int:
 
 
 def _load_model(args):
-    from .models import create_timm_model, digits_model, load_timm_checkpoint, load_weights
+    from .integrations.models import (create_timm_model, digits_model, load_timm_checkpoint,
+                                      load_weights)
 
     if args.model.endswith(".safetensors") or Path(args.model).is_file():
         return load_timm_checkpoint(args.model)
@@ -236,8 +238,8 @@ SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train
 
 
 def search_command(args) -> int:
-    from .data import digits_loaders
-    from .study import search
+    from .integrations.digits import digits_loaders
+    from .study.runner import search
 
     # The digits split stays the one the demo model was trained on, whatever --seed says:
     # another split would put its training images in the validation set.
@@ -263,7 +265,7 @@ def worker_command(args) -> int:
     """Repeat the study's own `autoprune search` options against its storage."""
     import optuna
 
-    from .storage import open_storage
+    from .store.storage import open_storage
 
     if not args.storage:
         raise InvalidInputError(f"a worker needs the study's storage: --storage URL, or the URL "
@@ -295,9 +297,9 @@ def bench_command(args) -> int:
 
     import torch
 
-    from .bench import METHODS, BenchSetup, run_bench
-    from .budget import parse_budget
-    from .data import digits_loaders
+    from .bench.run import METHODS, BenchSetup, run_bench
+    from .integrations.digits import digits_loaders
+    from .study.budget import parse_budget
 
     ratios = tuple(float(r) for r in args.ratios.split(","))
     if not all(0 < r < 1 for r in ratios):

@@ -28,7 +28,7 @@ def loaders():
 def quick_timing(request, monkeypatch):
     """Short latency timing for tiny models; the slow end-to-end tests time for real."""
     if request.node.get_closest_marker("slow") is None:
-        import autoprune.study
+        import autoprune.study.runner
 
-        monkeypatch.setattr(autoprune.study, "LATENCY_MIN_RUN_TIME", 0.02)
-        monkeypatch.setattr(autoprune.study, "FINAL_ROUNDS", 2)
+        monkeypatch.setattr(autoprune.study.runner, "LATENCY_MIN_RUN_TIME", 0.02)
+        monkeypatch.setattr(autoprune.study.runner, "FINAL_ROUNDS", 2)

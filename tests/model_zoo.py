@@ -175,10 +175,10 @@ NOT_SUPPORTED = [
 
 def verdicts() -> list[tuple[str, str]]:
     """(model, the pre-flight check's verdict) for each of NOT_SUPPORTED."""
-    from autoprune.conversions import prepare
-    from autoprune.grouping import ignored_modules, plan_dimensions
-    from autoprune.preflight import preflight
-    from autoprune.space import resolve_search_space
+    from autoprune.pruning.conversions import prepare
+    from autoprune.pruning.grouping import ignored_modules, plan_dimensions
+    from autoprune.study.preflight import preflight
+    from autoprune.study.space import resolve_search_space
 
     results = []
     for name, kind, build in NOT_SUPPORTED:
@@ -203,12 +203,12 @@ def verdicts() -> list[tuple[str, str]]:
 def speed_table(batch: int = 32, ratio: float = 0.5, threads: int = 2) -> list[dict]:
     """Full-width models at batch `batch`: uniform pruning at `ratio` (capped by each family's
     ranges), latency timed interleaved with the unpruned model, against the MAC reduction."""
-    from autoprune.config import config_from_params, uniform_params
-    from autoprune.conversions import prepare
-    from autoprune.grouping import ignored_modules, plan_dimensions
-    from autoprune.measure import count_macs_and_params, interleaved_latency_ms
-    from autoprune.prune import prune_copy
-    from autoprune.space import resolve_search_space
+    from autoprune.pruning.conversions import prepare
+    from autoprune.pruning.grouping import ignored_modules, plan_dimensions
+    from autoprune.pruning.prune import prune_copy
+    from autoprune.runtime.measure import count_macs_and_params, interleaved_latency_ms
+    from autoprune.study.config import config_from_params, uniform_params
+    from autoprune.study.space import resolve_search_space
 
     rows = []
     for entry in ZOO:

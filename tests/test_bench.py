@@ -8,9 +8,10 @@ import json
 import pytest
 import timm
 
-from autoprune.bench import BenchModel, accuracy_at, aggregate, front, hypervolume_2d, offered, picked_at
+from autoprune.bench.run import (BenchModel, accuracy_at, aggregate, front, hypervolume_2d,
+                                 offered, picked_at)
 from autoprune.cli import main
-from autoprune.models import save_timm_checkpoint
+from autoprune.integrations.models import save_timm_checkpoint
 
 
 def test_front_keeps_only_non_dominated_points_by_speedup():

@@ -1,7 +1,7 @@
 import pytest
 
-from autoprune.budget import parse_budget, parse_duration
 from autoprune.errors import InvalidInputError
+from autoprune.study.budget import parse_budget, parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("20m", 1200), ("8h", 28800),

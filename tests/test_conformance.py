@@ -13,18 +13,18 @@ import importlib.util
 import optuna
 import pytest
 import torch
-
-from autoprune.attention import find_attention, head_count
-from autoprune.checkpoint import load_checkpoint, save_checkpoint
-from autoprune.conversions import prepare
-from autoprune.config import config_from_params, suggest_config, uniform_params
-from autoprune.finetune import logits_of
-from autoprune.grouping import ignored_modules, plan_dimensions, run_model
-from autoprune.measure import count_macs_and_params
-from autoprune.preflight import preflight
-from autoprune.prune import kept_out_channels, prune_copy
-from autoprune.space import resolve_search_space
 from model_zoo import ZOO, example_inputs
+
+from autoprune.pruning.attention import find_attention, head_count
+from autoprune.pruning.conversions import prepare
+from autoprune.pruning.grouping import ignored_modules, plan_dimensions
+from autoprune.pruning.prune import kept_out_channels, prune_copy
+from autoprune.runtime.measure import count_macs_and_params
+from autoprune.runtime.model_io import logits_of, run_model
+from autoprune.store.checkpoint import load_checkpoint, save_checkpoint
+from autoprune.study.config import config_from_params, suggest_config, uniform_params
+from autoprune.study.preflight import preflight
+from autoprune.study.space import resolve_search_space
 
 CONFIGURATIONS = 3  # the first is uniform pruning at 0.5 (capped by the family's ranges)
 

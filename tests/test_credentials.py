@@ -14,8 +14,9 @@ from sqlalchemy.engine import make_url
 import autoprune
 from autoprune.cli import main
 from autoprune.errors import InvalidInputError
-from autoprune.report import export_commands, report_data
-from autoprune.storage import STORAGE_ENV, open_storage, redact_url
+from autoprune.results.report import export_commands, report_data
+from autoprune.store.storage import STORAGE_ENV, open_storage, redact_url
+
 from tiny_models import TinyResNet, tiny_data
 
 POSTGRES = os.environ.get("AUTOPRUNE_TEST_POSTGRES")

@@ -3,8 +3,8 @@
 import pytest
 
 import autoprune
-from autoprune.data import digits_loaders
-from autoprune.models import digits_model
+from autoprune.integrations.digits import digits_loaders
+from autoprune.integrations.models import digits_model
 
 
 @pytest.mark.slow

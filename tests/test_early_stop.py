@@ -6,10 +6,11 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
 
 import autoprune
-import autoprune.early_stop
-from autoprune.early_stop import judge, screen_step
-from autoprune.evaluate import evaluate
-from autoprune.finetune import Distillation, finetune
+import autoprune.study.early_stop
+from autoprune.runtime.evaluate import evaluate
+from autoprune.runtime.finetune import Distillation, finetune
+from autoprune.study.early_stop import judge, screen_step
+
 from tiny_models import TinyResNet, tiny_data
 
 
@@ -48,7 +49,7 @@ def test_finetune_stops_at_the_step_the_hook_says():
 def test_a_search_stops_hopeless_trials_and_records_why(tmp_path, monkeypatch):
     # Which real trials a faster one beats depends on the sampler and the machine's timings
     # (the rule itself is tested above), so every screened trial here meets a perfect rival.
-    monkeypatch.setattr(autoprune.early_stop, "faster_rivals",
+    monkeypatch.setattr(autoprune.study.early_stop, "faster_rivals",
                         lambda study, latency_ms: [(0, 0.0, 1.01)])
     train, val = tiny_data()
     result = autoprune.search(TinyResNet(), trials=6, train=train, val=val, finetune_steps=9,

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import autoprune
-from autoprune.export import ExportError, export_checkpoint
-from autoprune.result import NoCandidateError
+from autoprune.results.export import ExportError, export_checkpoint
+from autoprune.results.result import NoCandidateError
+
 from tiny_models import TinyResNet, TinyTransformer, tiny_data
 
 TESTS = str(Path(__file__).parent)

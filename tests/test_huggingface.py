@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import autoprune
-from autoprune.attention import find_attention, head_count
-from autoprune.grouping import ignored_modules, plan_dimensions
-from autoprune.prune import prune_copy
-from autoprune.space import resolve_search_space
+from autoprune.pruning.attention import find_attention, head_count
+from autoprune.pruning.grouping import ignored_modules, plan_dimensions
+from autoprune.pruning.prune import prune_copy
+from autoprune.study.space import resolve_search_space
 
 transformers = pytest.importorskip("transformers")
 from autoprune import huggingface  # noqa: E402  (needs transformers)
@@ -108,7 +108,7 @@ def tiny_gpt2() -> torch.nn.Module:
 
 @pytest.mark.parametrize("plain", [True, False])
 def test_gpt2_conv1d_model_prunes_and_round_trips_in_its_own_layout(tmp_path, plain):
-    from autoprune.conversions import prepare
+    from autoprune.pruning.conversions import prepare
 
     original = tiny_gpt2()
     model = prepare(original)

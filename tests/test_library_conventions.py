@@ -18,6 +18,7 @@ import torch_pruning as tp
 import autoprune
 from autoprune.cli import main
 from autoprune.console import ProgressBar
+
 from tiny_models import TinyResNet, tiny_data
 
 TESTS = Path(__file__).parent
@@ -37,8 +38,8 @@ def test_search_messages_go_through_the_autoprune_logger(tmp_path, caplog):
     by_logger = {}
     for record in caplog.records:
         by_logger.setdefault(record.name, []).append(record.getMessage())
-    assert any("measuring the unpruned model" in m for m in by_logger["autoprune.study"])
-    assert sum(m.startswith("[trial") for m in by_logger["autoprune.callbacks"]) == 3
+    assert any("measuring the unpruned model" in m for m in by_logger["autoprune.study.runner"])
+    assert sum(m.startswith("[trial") for m in by_logger["autoprune.study.callbacks"]) == 3
     assert all(name.startswith("autoprune") for name in by_logger)
 
 

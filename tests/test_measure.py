@@ -1,7 +1,9 @@
 import torch
 import torch.nn as nn
 
-from autoprune.measure import activation_peak_bytes, interleaved_latency_ms, measure, weight_bytes
+from autoprune.runtime.measure import (activation_peak_bytes, interleaved_latency_ms, measure,
+                                       weight_bytes)
+
 from tiny_models import TinyResNet
 
 

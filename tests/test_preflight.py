@@ -6,6 +6,7 @@ import pytest
 
 import autoprune
 from autoprune.errors import InvalidInputError
+
 from tiny_models import GroupedAfterConcat, TinyTransformer, tiny_data
 
 

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from autoprune.criteria import CRITERIA
-from autoprune.grouping import ignored_modules, plan_dimensions, stage_of
-from autoprune.prune import kept_out_channels, prune_copy, replay_history
+from autoprune.pruning.criteria import CRITERIA
+from autoprune.pruning.grouping import ignored_modules, plan_dimensions, stage_of
+from autoprune.pruning.prune import kept_out_channels, prune_copy, replay_history
+
 from tiny_models import TinyResNet
 
 EXAMPLE = torch.randn(4, 3, 8, 8)

@@ -8,8 +8,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.pareto import hypervolume
-from autoprune.report import render_report, report_data
+from autoprune.results.pareto import hypervolume
+from autoprune.results.report import render_report, report_data
 
 
 def synthetic_study(n: int, layers: int = 40) -> optuna.Study:
@@ -78,7 +78,7 @@ def test_report_of_2000_trials_stays_small():
 
 
 def test_front_matches_the_definition_of_dominance():
-    from autoprune.pareto import front_trials, is_feasible
+    from autoprune.results.pareto import front_trials, is_feasible
 
     study = synthetic_study(300)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE and is_feasible(t)]

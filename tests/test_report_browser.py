@@ -6,6 +6,7 @@ import pytest
 from optuna.trial import TrialState
 
 import autoprune
+
 from tiny_models import TinyResNet, tiny_data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

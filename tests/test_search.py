@@ -3,8 +3,8 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 
 import autoprune
-import autoprune.trial
+import autoprune.study.trial
 from autoprune.errors import InvalidInputError
-from autoprune.evaluate import evaluate
-from autoprune.space import SEARCH_SPACES_DIR, load_search_space
+from autoprune.runtime.evaluate import evaluate
+from autoprune.study.space import SEARCH_SPACES_DIR, load_search_space
+
 from tiny_models import TinyResNet, tiny_data
 
 
@@ -70,7 +71,7 @@ def test_violated_hard_constraint_skips_fine_tuning(tmp_path, monkeypatch):
     def no_finetune(*args, **kwargs):
         raise AssertionError("fine-tuned a model that breaks a hard constraint")
 
-    monkeypatch.setattr(autoprune.trial, "finetune", no_finetune)
+    monkeypatch.setattr(autoprune.study.trial, "finetune", no_finetune)
     result = run(tmp_path, constraints={"params": 10})
     for trial in result.study.trials:
         assert trial.state == TrialState.COMPLETE
@@ -145,7 +146,7 @@ def test_out_of_memory_fails_that_trial_and_frees_its_tensors_before_the_next(tm
 
 
 def test_exception_inside_a_trial_fails_that_trial_only(tmp_path, monkeypatch):
-    real = autoprune.trial.prune_copy
+    real = autoprune.study.trial.prune_copy
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -154,7 +155,7 @@ def test_exception_inside_a_trial_fails_that_trial_only(tmp_path, monkeypatch):
             raise RuntimeError("cannot prune this layer")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(autoprune.trial, "prune_copy", flaky)
+    monkeypatch.setattr(autoprune.study.trial, "prune_copy", flaky)
     result = run(tmp_path)
     failed = [t for t in result.study.trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["failure"] for t in failed] == ["RuntimeError: cannot prune this layer"]

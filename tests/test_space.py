@@ -5,10 +5,12 @@ import optuna
 import pytest
 import timm
 
-from autoprune.config import config_from_params, reference_params, suggest_config, uniform_params
 from autoprune.errors import SearchSpaceError
-from autoprune.grouping import PruningDimension
-from autoprune.space import SEARCH_SPACES_DIR, load_search_space, space_for_model
+from autoprune.pruning.grouping import PruningDimension
+from autoprune.study.config import (config_from_params, reference_params, suggest_config,
+                                    uniform_params)
+from autoprune.study.space import SEARCH_SPACES_DIR, load_search_space, space_for_model
+
 from tiny_models import TinyResNet
 
 

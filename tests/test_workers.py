@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 import autoprune
 from autoprune.errors import InvalidInputError
+
 from tiny_models import TinyResNet, tiny_data
 
 WORKER = str(Path(__file__).parent / "worker.py")
@@ -160,6 +161,6 @@ def test_a_search_with_another_search_space_is_refused(tmp_path):
     torch.manual_seed(0)
     model = TinyResNet()
     run(tmp_path, model)
-    spaces = Path(autoprune.space.SEARCH_SPACES_DIR)
+    spaces = Path(autoprune.study.space.SEARCH_SPACES_DIR)
     with pytest.raises(InvalidInputError, match="search_space"):
         run(tmp_path, model, search_space=spaces / "mobilenetv3.yaml")

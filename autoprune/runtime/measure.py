@@ -26,9 +26,8 @@ import torch_pruning as tp
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.benchmark import Timer
 
-from .conversions import conv1d_counted_as_linear
-from .data import to_device
-from .grouping import run_model
+from ..pruning.conversions import conv1d_counted_as_linear
+from .model_io import run_model, to_device
 
 MB = 1024 * 1024
 

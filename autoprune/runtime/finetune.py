@@ -10,28 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data import to_device
-from .errors import TrialFailure
-from .grouping import run_model
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits tensor in a model's output: itself, `.logits` (HuggingFace) or the first item."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+from ..errors import TrialFailure
+from .model_io import logits_of, run_model, to_device
 
 
 @dataclass(frozen=True)

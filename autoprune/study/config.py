@@ -7,8 +7,8 @@ from typing import Any
 
 import optuna
 
-from .finetune import Distillation
-from .grouping import PruningDimension
+from ..pruning.grouping import PruningDimension
+from ..runtime.finetune import Distillation
 from .space import SearchSpace
 
 SPARSITY_PREFIX = "sparsity:"

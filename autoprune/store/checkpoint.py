@@ -21,8 +21,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from .errors import CheckpointError
-from .prune import replay_history
+from ..errors import CheckpointError
+from ..pruning.prune import replay_history
 
 FORMAT = "autoprune.pruned-model"
 VERSION = 1

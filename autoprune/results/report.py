@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .checkpoint import atomic_write_text
-from .console import ProgressBar
+from ..console import ProgressBar
+from ..store.checkpoint import atomic_write_text
+from ..store.storage import STORAGE_ENV, has_password, redact_url
 from .pareto import front_trials, hypervolume_history, is_feasible
 from .settings_table import settings_table_html
-from .storage import STORAGE_ENV, has_password, redact_url
 
 
 class TrialRow(NamedTuple):

@@ -24,8 +24,9 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from ..errors import InvalidInputError
+from ..runtime.model_io import output_tensors, run_model
 from .attention import find_attention
-from .errors import InvalidInputError
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -43,28 +44,6 @@ class PruningDimension:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "layers": list(self.layers),
                 "channels": self.channels}
-
-
-def run_model(model: nn.Module, inputs: Any) -> Any:
-    """`model(inputs)`, unpacking a dict into keyword arguments (HuggingFace style)."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    return model(inputs)
-
-
-def output_tensors(output: Any) -> list[torch.Tensor]:
-    """Every tensor in a model's output (tensor, tuple, dict or HuggingFace ModelOutput).
-
-    Given to Torch-Pruning as its `output_transform`: it traces from each tensor, and cannot
-    walk other objects models return (GPT-2's key/value cache).
-    """
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (list, tuple)):
-        return [tensor for item in output for tensor in output_tensors(item)]
-    return []
 
 
 def output_layer_names(model: nn.Module, example_inputs: Any) -> list[str]:

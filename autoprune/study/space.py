@@ -14,12 +14,14 @@ from typing import Any
 
 import yaml
 
-from .errors import SearchSpaceError
+from ..errors import SearchSpaceError
+
 
 def _search_spaces_dir() -> Path:
     """The repository's `search_spaces/` (editable install), else the copy installed with us."""
-    checkout = Path(__file__).resolve().parent.parent / "search_spaces"
-    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "search_spaces"
+    package = Path(__file__).resolve().parents[1]  # autoprune/
+    checkout = package.parent / "search_spaces"
+    return checkout if checkout.is_dir() else package / "search_spaces"
 
 
 SEARCH_SPACES_DIR = _search_spaces_dir()
@@ -125,7 +127,7 @@ class _Reader:
 
 def parse_search_space(data: dict, path: Path) -> SearchSpace:
     """Validate a merged mapping into a `SearchSpace`; errors name `path` and the field."""
-    from .criteria import CRITERIA
+    from ..pruning.criteria import CRITERIA
 
     read = _Reader(data, path)
     known = {"family", "matches", "grouping", "sparsity", "criteria", "distillation", "finetune",
@@ -237,7 +239,7 @@ def space_for_model(model, directory: Path = SEARCH_SPACES_DIR) -> SearchSpace:
 def resolve_search_space(model, search_space: str | Path | SearchSpace | None) -> SearchSpace:
     """What `search(search_space=...)` means: a loaded space, a file, or the model's family,
     without the criteria that cannot rank this model's channels (bn_scale without BatchNorm)."""
-    from .criteria import usable_criteria
+    from ..pruning.criteria import usable_criteria
 
     if isinstance(search_space, SearchSpace):
         space = search_space

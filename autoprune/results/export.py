@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .checkpoint import ARCHITECTURE_FILE, inputs_from_spec, load_checkpoint, read_description
-from .errors import AutopruneError
-from .finetune import logits_of
-from .grouping import run_model
+from ..errors import AutopruneError
+from ..runtime.model_io import logits_of, run_model
+from ..store.checkpoint import (ARCHITECTURE_FILE, inputs_from_spec, load_checkpoint,
+                                read_description)
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 TOLERANCE = {"safetensors": 0.0, "torchscript": 1e-5, "onnx": 1e-4}

@@ -21,7 +21,7 @@ from urllib.parse import quote, quote_plus
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 HEARTBEAT_SECONDS = 30
 MAX_RETRIES = 3  # how often a trial whose worker died is run again

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import InvalidInputError
-from .measure import Measurement
+from ..errors import InvalidInputError
+from ..runtime.measure import Measurement
 
 HARD_CONSTRAINTS = {
     "latency_ms": "median latency at the example batch size, milliseconds",

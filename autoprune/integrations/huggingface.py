@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from .attention import find_attention, head_count, sync_heads
-from .conversions import to_conv1d
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..pruning.attention import find_attention, head_count, sync_heads
+from ..pruning.conversions import to_conv1d
 
 SHAPES_KEY = "autoprune_shapes"
 WEIGHTS = "model.safetensors"
@@ -31,7 +31,7 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("autoprune.huggingface needs transformers: pip install 'autoprune[hf]'") from None
+        raise ImportError("autoprune.integrations.huggingface needs transformers: pip install 'autoprune[hf]'") from None
     return transformers
 
 

@@ -1,47 +1,53 @@
-"""Data helpers: the bundled digits task, and moving batches of any shape to a device."""
+"""What goes into a model and comes out of it, whatever the model family.
+
+Batches may be tensors, tuples or dicts (HuggingFace models take keyword arguments), and
+outputs may be tensors, tuples, dicts or HuggingFace `ModelOutput`s. Every step of a trial
+(pruning, timing, fine-tuning, evaluation) goes through these helpers.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+import torch.nn as nn
 
-from .errors import InvalidInputError
-
-DIGITS_CLASSES = 10
+from ..errors import InvalidInputError
 
 
-def digits_datasets(size: int = 32, channels: int = 3, seed: int = 0):
-    """Train and validation `TensorDataset`s of scikit-learn's bundled 8x8 digits.
+def run_model(model: nn.Module, inputs: Any) -> Any:
+    """`model(inputs)`, unpacking a dict into keyword arguments (HuggingFace style)."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    return model(inputs)
 
-    The images are upsampled to `size` x `size` (bilinear) and repeated over `channels`, so
-    ImageNet-style models run on them unchanged. The split is 80/20, stratified and fixed by
-    `seed`, so every run and every worker sees the same validation set.
+
+def output_tensors(output: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output (tensor, tuple, dict or HuggingFace ModelOutput).
+
+    Given to Torch-Pruning as its `output_transform`: it traces from each tensor, and cannot
+    walk other objects models return (GPT-2's key/value cache).
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
-                                             align_corners=False)
-    images = ((images - 0.5) / 0.5).repeat(1, channels, 1, 1)
-    labels = torch.tensor(digits.target, dtype=torch.long)
-    train_idx, val_idx = train_test_split(
-        torch.arange(len(labels)).numpy(), test_size=0.2, stratify=labels.numpy(), random_state=seed
-    )
-    train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
-    return (TensorDataset(images[train_idx], labels[train_idx]),
-            TensorDataset(images[val_idx], labels[val_idx]))
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        return [tensor for item in output for tensor in output_tensors(item)]
+    return []
 
 
-def digits_loaders(batch_size: int = 32, size: int = 32, channels: int = 3, seed: int = 0):
-    """Train (shuffled) and validation loaders over the digits split of `digits_datasets`."""
-    train, val = digits_datasets(size=size, channels=channels, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    return (DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator),
-            DataLoader(val, batch_size=batch_size))
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor in a model's output: itself, `.logits` (HuggingFace) or the first item."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:

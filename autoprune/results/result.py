@@ -10,9 +10,9 @@ import optuna
 import torch.nn as nn
 from optuna.trial import FrozenTrial
 
-from .artifacts import local_checkpoint
-from .checkpoint import load_checkpoint
-from .errors import AutopruneError, CheckpointError
+from ..errors import AutopruneError, CheckpointError
+from ..store.artifacts import local_checkpoint
+from ..store.checkpoint import load_checkpoint
 from .pareto import front_trials
 
 
@@ -79,8 +79,8 @@ class SearchResult:
         study; any other model must be given to load or export trials. `artifacts` defaults to
         the artifact directory the search used.
         """
-        from .models import rebuild_base_model
-        from .storage import open_artifact_store, storage_url
+        from ..integrations.models import rebuild_base_model
+        from ..store.storage import open_artifact_store, storage_url
 
         study = optuna.load_study(study_name=study_name, storage=storage)
         settings = study.user_attrs.get("settings", {})

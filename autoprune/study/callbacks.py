@@ -12,11 +12,11 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from .artifacts import remove_checkpoint
+from ..console import ProgressBar
+from ..results.pareto import front_trials
+from ..results.result import candidate_from_trial
+from ..store.artifacts import remove_checkpoint
 from .budget import Budget, format_duration
-from .console import ProgressBar
-from .pareto import front_trials
-from .result import candidate_from_trial
 
 logger = logging.getLogger(__name__)
 

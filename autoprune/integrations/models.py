@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
-from .data import DIGITS_CLASSES, digits_loaders
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
+from .digits import DIGITS_CLASSES, digits_loaders
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def load_timm_checkpoint(path: str | Path) -> nn.Module:
 def train_digits_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4,
                        seed: int = 0) -> tuple[nn.Module, float]:
     """Train timm `name` from scratch on the digits task; returns it and its val accuracy."""
-    from .evaluate import evaluate
+    from ..runtime.evaluate import evaluate
 
     torch.manual_seed(seed)
     train, val = digits_loaders(batch_size=64, seed=seed)

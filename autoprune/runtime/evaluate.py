@@ -7,9 +7,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn as nn
 
-from .data import to_device
-from .finetune import logits_of
-from .grouping import run_model
+from .model_io import logits_of, run_model, to_device
 
 
 def top1_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:

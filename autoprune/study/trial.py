@@ -18,17 +18,18 @@ import optuna
 import torch
 import torch.nn as nn
 
-from .artifacts import upload_checkpoint
-from .checkpoint import save_checkpoint
+from ..console import ProgressBar
+from ..pruning.grouping import PruningDimension
+from ..pruning.prune import kept_out_channels, prune_copy
+from ..runtime.evaluate import evaluate
+from ..runtime.finetune import finetune
+from ..runtime.measure import Measurement, measure
+from ..runtime.model_io import logits_of
+from ..store.artifacts import upload_checkpoint
+from ..store.checkpoint import save_checkpoint
 from .config import suggest_config
-from .console import ProgressBar
 from .constraints import accuracy_excess, hard_excess
 from .early_stop import screening_hook
-from .evaluate import evaluate
-from .finetune import finetune, logits_of
-from .grouping import PruningDimension
-from .measure import Measurement, measure
-from .prune import kept_out_channels, prune_copy
 from .space import SearchSpace
 
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from ..runtime.model_io import output_tensors, run_model, to_device
 from .attention import pruner_head_arguments, sync_heads
 from .conversions import to_prunable
 from .criteria import get_criterion
-from .data import to_device
-from .grouping import PruningDimension, build_graph, output_tensors, run_model
+from .grouping import PruningDimension, build_graph
 
 PruningHistory = list  # [[layer name, is_out_channel_pruning, [channel indices]], ...]
 

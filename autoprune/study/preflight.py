@@ -13,9 +13,10 @@ from typing import Any, Iterable
 
 import torch
 
-from .errors import InvalidInputError
-from .grouping import PruningDimension, output_tensors, run_model
-from .prune import prune_copy
+from ..errors import InvalidInputError
+from ..pruning.grouping import PruningDimension
+from ..pruning.prune import prune_copy
+from ..runtime.model_io import output_tensors, run_model
 from .space import SearchSpace
 
 PREFLIGHT_RATIO = 0.3

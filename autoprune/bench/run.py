@@ -39,12 +39,12 @@ import torch.nn as nn
 import torch_pruning as tp
 from torch.utils.data import DataLoader, Subset
 
-from .data import first_batch, to_device
-from .evaluate import evaluate
-from .finetune import Distillation, finetune
-from .grouping import output_layer_names
-from .measure import count_macs_and_params, interleaved_latency_ms
-from .space import resolve_search_space
+from ..pruning.grouping import output_layer_names
+from ..runtime.evaluate import evaluate
+from ..runtime.finetune import Distillation, finetune
+from ..runtime.measure import count_macs_and_params, interleaved_latency_ms
+from ..runtime.model_io import first_batch, to_device
+from ..study.space import resolve_search_space
 
 METHODS = ("uniform", "global", "random", "fastnas", "autoprune")
 MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
@@ -144,7 +144,7 @@ def torch_pruning_sweep(setup: BenchSetup, global_pruning: bool) -> list[BenchMo
 
 def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     """autoprune's search (or random search over its space): its front, fine-tuned already."""
-    from .study import search
+    from ..study.runner import search
 
     method = "random" if random else "autoprune"
     shutil.rmtree(setup.output_dir / method, ignore_errors=True)  # a fresh study, not a resumed one
@@ -410,6 +410,6 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
         "repeats": repeats, "methods": aggregate(runs), "runs": runs,
     }
     (setup.output_dir / "results.json").write_text(json.dumps(results, indent=1))
-    from .bench_report import write_comparison
+    from .report import write_comparison
     write_comparison(results, setup.output_dir / "comparison.html")
     return results

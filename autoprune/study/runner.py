@@ -25,24 +25,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 from optuna.trial import TrialState
 
+from ..console import ProgressBar, quiet_optuna, verbosity
+from ..errors import InvalidInputError
+from ..integrations.models import model_source
+from ..pruning.conversions import prepare
+from ..pruning.grouping import check_prunable, ignored_modules, plan_dimensions
+from ..pruning.prune import kept_out_channels, prune_copy
+from ..results.result import SearchResult
+from ..runtime.evaluate import evaluate, top1_accuracy
+from ..runtime.finetune import Distillation, finetune
+from ..runtime.measure import Measurement, interleaved_latency_ms, measure
+from ..runtime.model_io import batch_size_of, first_batch, logits_of, run_model, to_device
+from ..store.storage import open_artifact_store, open_storage, redact, storage_url
 from .budget import Budget, parse_budget
 from .callbacks import CheckpointRetention, Progress, ReleaseAfterFailure
 from .config import config_from_params, reference_params, uniform_params
-from .console import ProgressBar, quiet_optuna, verbosity
 from .constraints import parse_constraints
-from .data import batch_size_of, first_batch, to_device
-from .errors import InvalidInputError
-from .evaluate import evaluate, top1_accuracy
-from .conversions import prepare
-from .finetune import Distillation, finetune, logits_of
-from .grouping import check_prunable, ignored_modules, plan_dimensions, run_model
-from .measure import Measurement, interleaved_latency_ms, measure
-from .models import model_source
 from .preflight import preflight
-from .prune import kept_out_channels, prune_copy
-from .result import SearchResult
 from .space import SearchSpace, model_identifiers, resolve_search_space
-from .storage import open_artifact_store, open_storage, redact, storage_url
 from .trial import TrialContext, run_trial
 
 OBJECTIVE_NAMES = ("accuracy", "latency_ms", "memory_mb")  # what dashboards and plots call them

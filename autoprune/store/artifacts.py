@@ -15,8 +15,8 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
+from ..errors import CheckpointError
 from .checkpoint import ARCHITECTURE_FILE, WEIGHTS_FILE
-from .errors import CheckpointError
 
 CHECKPOINT_ATTR = "checkpoint_artifacts"
 FILES = (WEIGHTS_FILE, ARCHITECTURE_FILE)
