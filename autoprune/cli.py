@@ -37,6 +37,10 @@ def _margin(text: str) -> float | None:
     return value
 
 
+def _early_stop_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--early-stop-margin", type=_margin, default=0.02, help=help)
+
+
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and data options `search` and `bench` share."""
     parser.add_argument("--model", default="resnet18",
@@ -73,32 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[verbosity], **kwargs)
 
-    run = command("search", help="search pruned versions of a model",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _model_arguments(run)
-    run.add_argument("--budget", default=None, help="wall clock: '90s', '20m', '8h' (default 4m "
-                                                    "unless --trials is given)")
-    run.add_argument("--trials", type=int, help="number of trials in total")
-    run.add_argument("--constraint", type=_constraint, action="append", default=[],
-                     metavar="KEY=VALUE", help="latency_ms, memory_mb, params, macs or "
-                                               "max_accuracy_drop; repeatable")
-    run.add_argument("--device", default="cpu")
-    run.add_argument("--threads", type=int, help="CPU threads for timing (default: torch's)")
-    run.add_argument("--search-space", help="a search_spaces/*.yaml file or family name")
-    run.add_argument("--ignore-layer", action="append", default=[], metavar="REGEX",
-                     help="module names never pruned; repeatable")
-    run.add_argument("--finetune-steps", type=int, help="fine-tuning steps per trial")
-    run.add_argument("--early-stop-margin", type=_margin, default=0.02,
-                     help="stop a trial's fine-tuning a third of the way in when a faster "
-                          "finished trial scored this much better at that point; 'off' never stops")
-    run.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
-                     help=f"Optuna storage URL (default: ${STORAGE_ENV} if set, else a sqlite "
-                          "file in the run dir)")
-    run.add_argument("--study-name", help="study name (default: model name and time)")
-    run.add_argument("--output-dir", default="reports", help="where runs are written")
-    run.add_argument("--artifacts", help="checkpoint directory every worker can reach "
-                                         "(default: <output-dir>/<study>/artifacts)")
-    run.add_argument("--seed", type=int, default=0)
+    _search_options(command("search", help="search pruned versions of a model",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    _worker_options(command(
+        "worker", help="join a study started by `autoprune search` and run its trials"))
+    _bench_options(command(
+        "bench", help="compare autoprune with uniform, global, random and FastNAS pruning",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
 
     def study_command(name: str, help: str) -> argparse.ArgumentParser:
         sub = command(name, help=help)
@@ -108,42 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
                                            "sqlite:///<output-dir>/<study>/study.db)")
         sub.add_argument("--output-dir", default="reports")
         return sub
-
-    worker = command(
-        "worker", help="join a study started by `autoprune search` and run its trials")
-    worker.add_argument("--study-name", required=True)
-    worker.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
-                        help=f"the study's storage URL (default: ${STORAGE_ENV})")
-    worker.add_argument("--artifacts", help="artifact directory (default: the one the study uses)")
-    worker.add_argument("--device", help="default: the study's")
-    worker.add_argument("--threads", type=int)
-    worker.add_argument("--budget", help="this worker's time (default: until the study's trial "
-                                         "total is reached, or the study's time budget)")
-    worker.add_argument("--output-dir", default="reports")
-
-    bench = command(
-        "bench", help="compare autoprune with uniform, global, random and FastNAS pruning",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _model_arguments(bench)
-    bench.add_argument("--budget", default="5m", help="wall clock of each search (autoprune, random)")
-    bench.add_argument("--finetune-steps", type=int, default=60,
-                       help="fine-tuning steps of every model, every method")
-    bench.add_argument("--ratios", default="0.3,0.5,0.7,0.85",
-                       help="pruning ratios of the uniform and global sweeps (FastNAS gets the "
-                            "uniform sweep's MAC fractions as FLOPs targets)")
-    bench.add_argument("--methods", default="uniform,global,random,fastnas,autoprune")
-    bench.add_argument("--early-stop-margin", type=_margin, default=0.02,
-                       help="autoprune's early stopping of trials ('off': every trial fine-tunes "
-                            "to the end; random search never stops early)")
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    bench.add_argument("--name", help="results go to <output-dir>/benchmarks/NAME "
-                                      "(default: <model>-<device>)")
-    bench.add_argument("--output-dir", default="reports")
-    bench.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
-    bench.add_argument("--repeats", type=int, default=1,
-                       help="run everything this many times on other selection/test halves and "
-                            "seeds; figures are reported as mean, min and max")
 
     report = study_command("report", "write the HTML report of a study (also while it runs)")
     report.add_argument("--output", help="HTML file (default: <output-dir>/<study>/report.html)")
@@ -160,6 +109,72 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--max-params", type=int)
     select.add_argument("--min-accuracy", type=float, help="a fraction, e.g. 0.98")
     return parser
+
+
+
+
+def _search_options(run: argparse.ArgumentParser) -> None:
+    _model_arguments(run)
+    run.add_argument("--budget", default=None, help="wall clock: '90s', '20m', '8h' (default 4m "
+                                                    "unless --trials is given)")
+    run.add_argument("--trials", type=int, help="number of trials in total")
+    run.add_argument("--constraint", type=_constraint, action="append", default=[],
+                     metavar="KEY=VALUE", help="latency_ms, memory_mb, params, macs or "
+                                               "max_accuracy_drop; repeatable")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--threads", type=int, help="CPU threads for timing (default: torch's)")
+    run.add_argument("--search-space", help="a search_spaces/*.yaml file or family name")
+    run.add_argument("--ignore-layer", action="append", default=[], metavar="REGEX",
+                     help="module names never pruned; repeatable")
+    run.add_argument("--finetune-steps", type=int, help="fine-tuning steps per trial")
+    _early_stop_option(run, "stop a trial's fine-tuning a third of the way in when a faster "
+                            "finished trial scored this much better at that point; 'off' never "
+                            "stops")
+    run.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
+                     help=f"Optuna storage URL (default: ${STORAGE_ENV} if set, else a sqlite "
+                          "file in the run dir)")
+    run.add_argument("--study-name", help="study name (default: model name and time)")
+    run.add_argument("--output-dir", default="reports", help="where runs are written")
+    run.add_argument("--artifacts", help="checkpoint directory every worker can reach "
+                                         "(default: <output-dir>/<study>/artifacts)")
+    run.add_argument("--seed", type=int, default=0)
+
+
+
+def _worker_options(worker: argparse.ArgumentParser) -> None:
+    worker.add_argument("--study-name", required=True)
+    worker.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
+                        help=f"the study's storage URL (default: ${STORAGE_ENV})")
+    worker.add_argument("--artifacts", help="artifact directory (default: the one the study uses)")
+    worker.add_argument("--device", help="default: the study's")
+    worker.add_argument("--threads", type=int)
+    worker.add_argument("--budget", help="this worker's time (default: until the study's trial "
+                                         "total is reached, or the study's time budget)")
+    worker.add_argument("--output-dir", default="reports")
+
+
+
+def _bench_options(bench: argparse.ArgumentParser) -> None:
+    _model_arguments(bench)
+    bench.add_argument("--budget", default="5m", help="wall clock of each search (autoprune, random)")
+    bench.add_argument("--finetune-steps", type=int, default=60,
+                       help="fine-tuning steps of every model, every method")
+    bench.add_argument("--ratios", default="0.3,0.5,0.7,0.85",
+                       help="pruning ratios of the uniform and global sweeps (FastNAS gets the "
+                            "uniform sweep's MAC fractions as FLOPs targets)")
+    bench.add_argument("--methods", default="uniform,global,random,fastnas,autoprune")
+    _early_stop_option(bench, "autoprune's early stopping of trials ('off': every trial "
+                              "fine-tunes to the end; random search never stops early)")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    bench.add_argument("--name", help="results go to <output-dir>/benchmarks/NAME "
+                                      "(default: <model>-<device>)")
+    bench.add_argument("--output-dir", default="reports")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the first repeat")
+    bench.add_argument("--repeats", type=int, default=1,
+                       help="run everything this many times on other selection/test halves and "
+                            "seeds; figures are reported as mean, min and max")
+
 
 
 def _default_storage(args) -> str:
@@ -265,6 +280,7 @@ def worker_command(args) -> int:
     """Repeat the study's own `autoprune search` options against its storage."""
     import optuna
 
+    from .store.records import StudyRecord
     from .store.storage import open_storage
 
     if not args.storage:
@@ -276,7 +292,7 @@ def worker_command(args) -> int:
         raise InvalidInputError(f"study {args.study_name!r} not found in "
                                 f"{redact_url(args.storage)}: start it "
                                 "with `autoprune search --storage ... --study-name ...`") from None
-    settings = study.user_attrs.get("settings", {})
+    settings = StudyRecord.of(study).settings or {}
     if "cli" not in settings:
         raise InvalidInputError(f"study {args.study_name!r} was not started by `autoprune search` "
                                 "(it was started from Python): run the same script on each worker")
@@ -299,6 +315,7 @@ def bench_command(args) -> int:
 
     from .bench.run import METHODS, BenchSetup, run_bench
     from .integrations.digits import digits_loaders
+    from .runtime.model_io import resolve_device
     from .study.budget import parse_budget
 
     ratios = tuple(float(r) for r in args.ratios.split(","))
@@ -311,9 +328,7 @@ def bench_command(args) -> int:
     if args.repeats < 1:
         raise InvalidInputError(f"--repeats must be at least 1, got {args.repeats}")
     train, held_out = digits_loaders(batch_size=args.batch_size)  # the demo model's split
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("--device cuda, but torch sees no CUDA device")
+    device = resolve_device(args.device)
     name = args.name or f"{Path(args.model).stem}-{device.type}"
     setup = BenchSetup(model=_load_model(args).to(device).eval(), train=train, held_out=held_out,
                        device=device, threads=args.threads or torch.get_num_threads(),

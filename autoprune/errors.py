@@ -19,3 +19,11 @@ class CheckpointError(AutopruneError):
 
 class TrialFailure(AutopruneError):
     """One trial cannot go on (NaN loss, a model that cannot be pruned); the study continues."""
+
+
+class ExportError(AutopruneError):
+    """An export failed, or its reloaded model does not give the PyTorch outputs."""
+
+
+class NoCandidateError(AutopruneError):
+    """No front member meets the limits asked for."""

@@ -6,7 +6,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import TinyResNet, tiny_data  # noqa: E402
+from tiny_models import QUICK, TinyResNet, tiny_data  # noqa: E402
+
+import autoprune  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -20,15 +22,14 @@ def tiny_model():
 
 
 @pytest.fixture
-def loaders():
-    return tiny_data()
+def tiny_search(tmp_path):
+    """`autoprune.search` of the tiny ResNet on tiny data, with quick timing, in `tmp_path`
+    (study "s", no report, quiet, one thread); keyword arguments override any of these."""
+    def run(model=None, loaders=None, **kwargs):
+        train, val = loaders or tiny_data()
+        settings = dict(trials=4, finetune_steps=3, output_dir=tmp_path, study_name="s",
+                        verbose=False, write_report=False, threads=1, options=QUICK)
+        settings.update(kwargs)
+        return autoprune.search(model or TinyResNet(), train=train, val=val, **settings)
 
-
-@pytest.fixture(autouse=True)
-def quick_timing(request, monkeypatch):
-    """Short latency timing for tiny models; the slow end-to-end tests time for real."""
-    if request.node.get_closest_marker("slow") is None:
-        import autoprune.study.runner
-
-        monkeypatch.setattr(autoprune.study.runner, "LATENCY_MIN_RUN_TIME", 0.02)
-        monkeypatch.setattr(autoprune.study.runner, "FINAL_ROUNDS", 2)
+    return run

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-
 from tiny_models import GroupedAfterConcat, TinyConcatNet, TinyResNet, TinyTransformer
 
 
@@ -175,23 +174,18 @@ NOT_SUPPORTED = [
 
 def verdicts() -> list[tuple[str, str]]:
     """(model, the pre-flight check's verdict) for each of NOT_SUPPORTED."""
-    from autoprune.pruning.conversions import prepare
-    from autoprune.pruning.grouping import ignored_modules, plan_dimensions
     from autoprune.study.preflight import preflight
+    from autoprune.study.prepared import PreparedModel
     from autoprune.study.space import resolve_search_space
 
     results = []
     for name, kind, build in NOT_SUPPORTED:
         probe = ZooModel(name, "", build, inputs=kind)
         try:
-            model = prepare(build().eval())
+            model = build().eval()
             size = 16 if "MultiheadAttention" in name or "concatenation" in name else 32
             inputs, _ = example_inputs(probe, 4, size=size)
-            space = resolve_search_space(model, None)
-            ignored = ignored_modules(model, inputs, space.ignored_layers)
-            names = [n for n, m in model.named_modules() if m in ignored]
-            dims = plan_dimensions(model, inputs, space.stage_pattern, space.max_dimensions, ignored)
-            preflight(model, inputs, dims, space, names, "cpu")
+            preflight(PreparedModel.build(model, inputs, resolve_search_space(model, None)))
             verdict = "passes the pre-flight check"
         except Exception as err:  # the verdict is the message, whatever raised it
             verdict = f"{type(err).__name__}: {err}"

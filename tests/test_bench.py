@@ -8,8 +8,8 @@ import json
 import pytest
 import timm
 
-from autoprune.bench.run import (BenchModel, accuracy_at, aggregate, front, hypervolume_2d,
-                                 offered, picked_at)
+from autoprune.bench.scoring import (BenchModel, accuracy_at, aggregate, front, hypervolume_2d,
+                                     offered, picked_at)
 from autoprune.cli import main
 from autoprune.integrations.models import save_timm_checkpoint
 

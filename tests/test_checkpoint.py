@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import TinyResNet
 
 from autoprune.errors import CheckpointError
 from autoprune.pruning.grouping import ignored_modules, plan_dimensions
 from autoprune.pruning.prune import prune_copy
 from autoprune.store.checkpoint import (ARCHITECTURE_FILE, WEIGHTS_FILE, load_checkpoint,
                                         save_checkpoint)
-
-from tiny_models import TinyResNet
 
 EXAMPLE = torch.randn(4, 3, 8, 8)
 

@@ -16,14 +16,13 @@ import torch
 from model_zoo import ZOO, example_inputs
 
 from autoprune.pruning.attention import find_attention, head_count
-from autoprune.pruning.conversions import prepare
-from autoprune.pruning.grouping import ignored_modules, plan_dimensions
-from autoprune.pruning.prune import kept_out_channels, prune_copy
+from autoprune.pruning.prune import kept_out_channels
 from autoprune.runtime.measure import count_macs_and_params
 from autoprune.runtime.model_io import logits_of, run_model
 from autoprune.store.checkpoint import load_checkpoint, save_checkpoint
 from autoprune.study.config import config_from_params, suggest_config, uniform_params
 from autoprune.study.preflight import preflight
+from autoprune.study.prepared import PreparedModel
 from autoprune.study.space import resolve_search_space
 
 CONFIGURATIONS = 3  # the first is uniform pruning at 0.5 (capped by the family's ranges)
@@ -41,16 +40,15 @@ def test_family_prunes_runs_shrinks_and_round_trips(entry, tmp_path):
     if entry.needs and importlib.util.find_spec(entry.needs) is None:
         pytest.skip(f"needs {entry.needs} (pip install 'autoprune[hf]')")
     torch.manual_seed(0)
-    model = prepare(entry.build().eval())
     inputs, targets = example_inputs(entry, batch=4)
-    space = resolve_search_space(model, None)
+    built = entry.build().eval()
+    space = resolve_search_space(built, None)
     assert space.family == entry.family
 
-    ignored = ignored_modules(model, inputs, space.ignored_layers)
-    ignored_names = [name for name, module in model.named_modules() if module in ignored]
-    dimensions = plan_dimensions(model, inputs, space.stage_pattern, space.max_dimensions, ignored)
+    prepared = PreparedModel.build(built, inputs, space)
+    model, dimensions, ignored_names = prepared.model, prepared.dimensions, prepared.ignored_names
     assert entry.kinds <= {dim.kind for dim in dimensions}
-    preflight(model, inputs, dimensions, space, ignored_names, "cpu")
+    preflight(prepared)
 
     base_macs, base_params = count_macs_and_params(model, inputs)
     base_widths = kept_out_channels(model)
@@ -59,9 +57,8 @@ def test_family_prunes_runs_shrinks_and_round_trips(entry, tmp_path):
         base_logits = logits_of(run_model(model, inputs))
 
     for index, config in enumerate(_configurations(space, dimensions)):
-        pruned = prune_copy(model, inputs, dimensions, config.sparsity, config.criterion,
-                            ignored_names, space.round_to, gradient_batches=[(inputs, targets)],
-                            output_to_logits=logits_of)
+        pruned = prepared.prune(config.sparsity, config.criterion,
+                                gradient_batches=[(inputs, targets)])
         label = f"{entry.name} config {index} ({config.criterion}, {config.sparsity})"
 
         pruned.model.train()

@@ -10,14 +10,13 @@ import uuid
 import optuna
 import pytest
 from sqlalchemy.engine import make_url
+from tiny_models import QUICK, TinyResNet, tiny_data
 
 import autoprune
 from autoprune.cli import main
 from autoprune.errors import InvalidInputError
 from autoprune.results.report import export_commands, report_data
 from autoprune.store.storage import STORAGE_ENV, open_storage, redact_url
-
-from tiny_models import TinyResNet, tiny_data
 
 POSTGRES = os.environ.get("AUTOPRUNE_TEST_POSTGRES")
 
@@ -54,7 +53,7 @@ def test_the_reports_export_command_names_the_variable_not_the_password():
 def test_study_commands_read_the_storage_from_the_environment(tmp_path, monkeypatch, capsys):
     train, val = tiny_data()
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    autoprune.search(TinyResNet(), trials=2, finetune_steps=2, train=train, val=val,
+    autoprune.search(TinyResNet(), options=QUICK, trials=2, finetune_steps=2, train=train, val=val,
                      storage=url, study_name="s", output_dir=tmp_path, threads=1,
                      verbose=False, write_report=False)
     monkeypatch.setenv(STORAGE_ENV, url)
@@ -72,7 +71,7 @@ def test_no_log_line_report_record_or_repr_of_a_search_holds_the_password(tmp_pa
     caplog.set_level(logging.DEBUG)
     train, val = tiny_data()
     name = f"credentials-{uuid.uuid4().hex[:8]}"
-    result = autoprune.search(TinyResNet(), trials=3, finetune_steps=2, train=train, val=val,
+    result = autoprune.search(TinyResNet(), options=QUICK, trials=3, finetune_steps=2, train=train, val=val,
                               storage=POSTGRES, study_name=name, output_dir=tmp_path, threads=1)
     report = result.report_path.read_bytes()
     study = optuna.load_study(study_name=name, storage=POSTGRES)

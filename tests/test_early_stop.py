@@ -4,14 +4,13 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import create_trial
+from tiny_models import QUICK, TinyResNet, tiny_data
 
 import autoprune
 import autoprune.study.early_stop
 from autoprune.runtime.evaluate import evaluate
 from autoprune.runtime.finetune import Distillation, finetune
 from autoprune.study.early_stop import judge, screen_step
-
-from tiny_models import TinyResNet, tiny_data
 
 
 def study_with(*finished):
@@ -52,7 +51,7 @@ def test_a_search_stops_hopeless_trials_and_records_why(tmp_path, monkeypatch):
     monkeypatch.setattr(autoprune.study.early_stop, "faster_rivals",
                         lambda study, latency_ms: [(0, 0.0, 1.01)])
     train, val = tiny_data()
-    result = autoprune.search(TinyResNet(), trials=6, train=train, val=val, finetune_steps=9,
+    result = autoprune.search(TinyResNet(), options=QUICK, trials=6, train=train, val=val, finetune_steps=9,
                               output_dir=tmp_path, study_name="s", verbose=False, threads=1,
                               early_stop_margin=0.02, seed=0)
     trials = result.study.trials
@@ -72,6 +71,6 @@ def test_a_search_stops_hopeless_trials_and_records_why(tmp_path, monkeypatch):
 def test_a_negative_margin_is_refused_before_any_work(tmp_path):
     train, val = tiny_data()
     with pytest.raises(autoprune.InvalidInputError, match="early_stop_margin"):
-        autoprune.search(TinyResNet(), trials=1, train=train, val=val, output_dir=tmp_path,
+        autoprune.search(TinyResNet(), options=QUICK, trials=1, train=train, val=val, output_dir=tmp_path,
                          early_stop_margin=-0.1)
     assert not any(tmp_path.iterdir())

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import QUICK, TinyResNet, TinyTransformer, tiny_data
 
 import autoprune
 from autoprune.results.export import ExportError, export_checkpoint
 from autoprune.results.result import NoCandidateError
-
-from tiny_models import TinyResNet, TinyTransformer, tiny_data
 
 TESTS = str(Path(__file__).parent)
 
@@ -25,7 +24,7 @@ def searches(tmp_path_factory):
         train, val = tiny_data()
         torch.manual_seed(0)
         out = tmp_path_factory.mktemp(name)
-        results[name] = autoprune.search(model, trials=3, train=train, val=val, finetune_steps=2,
+        results[name] = autoprune.search(model, options=QUICK, trials=3, train=train, val=val, finetune_steps=2,
                                          output_dir=out, study_name=name, verbose=False,
                                          write_report=False, threads=1, ignored_layers=ignored)
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_models import QUICK
 from torch.utils.data import DataLoader, Dataset
 
 import autoprune
@@ -63,7 +64,7 @@ def _pruned(model, sparsity_by_kind, sparsity_by_name=None):
 
 def _search(model, tmp_path, name: str, trials: int, steps: int):
     train, val = _loaders()
-    return autoprune.search(model, trials=trials, train=train, val=val, finetune_steps=steps,
+    return autoprune.search(model, options=QUICK, trials=trials, train=train, val=val, finetune_steps=steps,
                             output_dir=tmp_path, study_name=name, verbose=False,
                             write_report=False, threads=1)
 

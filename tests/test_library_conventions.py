@@ -14,38 +14,29 @@ import optuna
 import pytest
 import torch
 import torch_pruning as tp
+from tiny_models import TinyResNet, tiny_data
 
-import autoprune
 from autoprune.cli import main
 from autoprune.console import ProgressBar
-
-from tiny_models import TinyResNet, tiny_data
 
 TESTS = Path(__file__).parent
 
 
-def tiny_search(tmp_path, model=None, data=None, **options):
-    train, val = data or tiny_data()
-    settings = dict(trials=3, finetune_steps=2, output_dir=tmp_path, study_name="s",
-                    write_report=False, threads=1)
-    settings.update(options)
-    return autoprune.search(model or TinyResNet(), train=train, val=val, **settings)
-
-
-def test_search_messages_go_through_the_autoprune_logger(tmp_path, caplog):
+def test_search_messages_go_through_the_autoprune_logger(tiny_search, caplog):
     caplog.set_level(logging.INFO, logger="autoprune")
-    tiny_search(tmp_path)
+    tiny_search(trials=3, finetune_steps=2, verbose=True)
     by_logger = {}
     for record in caplog.records:
         by_logger.setdefault(record.name, []).append(record.getMessage())
-    assert any("measuring the unpruned model" in m for m in by_logger["autoprune.study.runner"])
+    assert any("measuring the unpruned model" in m for m in by_logger["autoprune.study.baseline"])
+    assert any(m.startswith("Pareto front") for m in by_logger["autoprune.study.runner"])
     assert sum(m.startswith("[trial") for m in by_logger["autoprune.study.callbacks"]) == 3
     assert all(name.startswith("autoprune") for name in by_logger)
 
 
-def test_verbose_false_keeps_the_search_to_warnings(tmp_path, caplog):
+def test_verbose_false_keeps_the_search_to_warnings(tiny_search, caplog):
     caplog.set_level(logging.INFO, logger="autoprune")
-    tiny_search(tmp_path, verbose=False)
+    tiny_search(trials=3, finetune_steps=2, verbose=False)
     assert [r for r in caplog.records if r.name.startswith("autoprune")
             and r.levelno < logging.WARNING] == []
     assert logging.getLogger("autoprune").level == logging.INFO  # the caller's level is back
@@ -63,18 +54,18 @@ def callers_globals() -> dict:
     }
 
 
-def test_search_leaves_the_callers_globals_as_they_were(tmp_path):
+def test_search_leaves_the_callers_globals_as_they_were(tiny_search):
     model, data = TinyResNet(), tiny_data()
     optuna.logging.set_verbosity(optuna.logging.INFO)
     torch.set_num_threads(2)
     torch.manual_seed(1234)
     before = callers_globals()
-    tiny_search(tmp_path, model, data, threads=1, seed=7)
+    tiny_search(model, data, trials=3, finetune_steps=2, verbose=True, seed=7)
     assert callers_globals() == before
 
 
-def test_the_study_names_its_objectives(tmp_path):
-    tiny_search(tmp_path)
+def test_the_study_names_its_objectives(tiny_search, tmp_path):
+    tiny_search(trials=3, finetune_steps=2)
     # What optuna-dashboard and Optuna's plots read: the names stored with the study.
     stored = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
     assert stored.metric_names == ["accuracy", "latency_ms", "memory_mb"]
@@ -101,10 +92,11 @@ def test_a_search_whose_output_is_not_a_terminal_prints_lines_without_bar_contro
         import sys
         sys.path.insert(0, {str(TESTS)!r})
         import autoprune
-        from tiny_models import TinyResNet, tiny_data
+        from tiny_models import QUICK, TinyResNet, tiny_data
         train, val = tiny_data()
         autoprune.search(TinyResNet(), trials=3, finetune_steps=2, train=train, val=val,
-                         output_dir={str(tmp_path)!r}, study_name="s", threads=1)
+                         output_dir={str(tmp_path)!r}, study_name="s", threads=1,
+                         options=QUICK)
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=300)

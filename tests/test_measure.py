@@ -1,10 +1,9 @@
 import torch
 import torch.nn as nn
+from tiny_models import TinyResNet
 
 from autoprune.runtime.measure import (activation_peak_bytes, interleaved_latency_ms, measure,
                                        weight_bytes)
-
-from tiny_models import TinyResNet
 
 
 def test_weight_bytes_count_parameters_and_buffers():

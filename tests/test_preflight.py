@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tiny_models import QUICK, GroupedAfterConcat, TinyTransformer, tiny_data
 
 import autoprune
 from autoprune.errors import InvalidInputError
-
-from tiny_models import GroupedAfterConcat, TinyTransformer, tiny_data
 
 
 @pytest.mark.parametrize("model, names", [
@@ -17,7 +16,7 @@ from tiny_models import GroupedAfterConcat, TinyTransformer, tiny_data
 def test_unprunable_model_fails_before_any_trial_naming_the_layer(tmp_path, model, names):
     train, val = tiny_data()
     with pytest.raises(InvalidInputError, match="pre-flight check") as raised:
-        autoprune.search(model, trials=2, train=train, val=val, output_dir=tmp_path,
+        autoprune.search(model, options=QUICK, trials=2, train=train, val=val, output_dir=tmp_path,
                          study_name="s", verbose=False, write_report=False, threads=1)
     message = str(raised.value)
     for name in names:
@@ -28,7 +27,7 @@ def test_unprunable_model_fails_before_any_trial_naming_the_layer(tmp_path, mode
 
 def test_ignoring_the_named_layers_lets_the_search_run(tmp_path):
     train, val = tiny_data()
-    result = autoprune.search(GroupedAfterConcat(), trials=2, train=train, val=val,
+    result = autoprune.search(GroupedAfterConcat(), options=QUICK, trials=2, train=train, val=val,
                               finetune_steps=1, output_dir=tmp_path, study_name="s",
                               verbose=False, write_report=False, threads=1,
                               ignored_layers=["^branch_b$"])

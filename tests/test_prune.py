@@ -1,11 +1,10 @@
 import pytest
 import torch
+from tiny_models import TinyResNet
 
 from autoprune.pruning.criteria import CRITERIA
 from autoprune.pruning.grouping import ignored_modules, plan_dimensions, stage_of
 from autoprune.pruning.prune import kept_out_channels, prune_copy, replay_history
-
-from tiny_models import TinyResNet
 
 EXAMPLE = torch.randn(4, 3, 8, 8)
 

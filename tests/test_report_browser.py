@@ -4,10 +4,9 @@ import shutil
 
 import pytest
 from optuna.trial import TrialState
+from tiny_models import QUICK, TinyResNet, tiny_data
 
 import autoprune
-
-from tiny_models import TinyResNet, tiny_data
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -20,7 +19,7 @@ needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     train, val = tiny_data()
-    result = autoprune.search(TinyResNet(), trials=6, train=train, val=val, finetune_steps=2,
+    result = autoprune.search(TinyResNet(), options=QUICK, trials=6, train=train, val=val, finetune_steps=2,
                               output_dir=out, study_name="browser", verbose=False, threads=1,
                               constraints={"latency_ms": 1e3})
     return result

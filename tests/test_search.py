@@ -10,26 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from optuna.trial import TrialState
+from tiny_models import TinyResNet, tiny_data
 
 import autoprune
+import autoprune.study.prepared
 import autoprune.study.trial
 from autoprune.errors import InvalidInputError
 from autoprune.runtime.evaluate import evaluate
 from autoprune.study.space import SEARCH_SPACES_DIR, load_search_space
 
-from tiny_models import TinyResNet, tiny_data
 
-
-def run(tmp_path, model=None, loaders=None, **kwargs):
-    train, val = loaders or tiny_data()
-    options = dict(trials=4, finetune_steps=3, output_dir=tmp_path, study_name="s",
-                   verbose=False, write_report=False, threads=1)
-    options.update(kwargs)
-    return autoprune.search(model or TinyResNet(), train=train, val=val, **options)
-
-
-def test_search_returns_a_front_of_pruned_fine_tuned_models(tmp_path):
-    result = run(tmp_path, trials=5)
+def test_search_returns_a_front_of_pruned_fine_tuned_models(tiny_search):
+    result = tiny_search(trials=5)
     assert result.pareto, "a search of five trials found no feasible model"
     latencies = [c.latency_ms for c in result.pareto]
     assert latencies == sorted(latencies)
@@ -40,25 +32,25 @@ def test_search_returns_a_front_of_pruned_fine_tuned_models(tmp_path):
         assert evaluate(model, tiny_data()[1], "cpu") == candidate.accuracy
 
 
-def test_unpruned_model_is_measured_before_any_trial(tmp_path):
-    result = run(tmp_path)
+def test_unpruned_model_is_measured_before_any_trial(tiny_search):
+    result = tiny_search()
     baseline = result.study.user_attrs["baseline"]
     assert baseline["params"] == sum(p.numel() for p in TinyResNet().parameters())
     assert 0 <= baseline["accuracy"] <= 1 and baseline["latency_ms"] > 0
 
 
-def test_uniform_pruning_trials_come_first(tmp_path):
-    trials = run(tmp_path).study.trials
+def test_uniform_pruning_trials_come_first(tiny_search):
+    trials = tiny_search().study.trials
     references = [t.user_attrs.get("reference") for t in trials[:3]]
     assert references == ["uniform 0.2", "uniform 0.4", "uniform 0.6"]
     for trial, ratio in zip(trials[:3], (0.2, 0.4, 0.6)):
         assert set(trial.user_attrs["config"]["sparsity"].values()) == {ratio}
 
 
-def test_warm_starts_follow_the_uniform_references(tmp_path):
+def test_warm_starts_follow_the_uniform_references(tiny_search):
     space = replace(load_search_space(SEARCH_SPACES_DIR / "default.yaml"),
                     warm_starts=({"stream": 0.0, "inner": 0.5},))
-    study = run(tmp_path, trials=5, search_space=space).study
+    study = tiny_search(trials=5, search_space=space).study
     warm = study.trials[3]
     assert warm.user_attrs["reference"] == "warm start: stream 0, inner 0.5"
     kinds = {d["name"]: d["kind"] for d in study.user_attrs["settings"]["dimensions"]}
@@ -67,12 +59,12 @@ def test_warm_starts_follow_the_uniform_references(tmp_path):
         assert ratio == {"stream": 0.0, "inner": 0.5}.get(kinds[name], 0.0), name
 
 
-def test_violated_hard_constraint_skips_fine_tuning(tmp_path, monkeypatch):
+def test_violated_hard_constraint_skips_fine_tuning(tiny_search, monkeypatch):
     def no_finetune(*args, **kwargs):
         raise AssertionError("fine-tuned a model that breaks a hard constraint")
 
     monkeypatch.setattr(autoprune.study.trial, "finetune", no_finetune)
-    result = run(tmp_path, constraints={"params": 10})
+    result = tiny_search(constraints={"params": 10})
     for trial in result.study.trials:
         assert trial.state == TrialState.COMPLETE
         assert "params over its limit" in trial.user_attrs["skipped_finetune"]
@@ -80,14 +72,14 @@ def test_violated_hard_constraint_skips_fine_tuning(tmp_path, monkeypatch):
     assert result.pareto == []
 
 
-def test_satisfied_constraints_are_recorded_as_feasible(tmp_path):
-    result = run(tmp_path, constraints={"params": 1e9, "max_accuracy_drop": 1.0})
+def test_satisfied_constraints_are_recorded_as_feasible(tiny_search):
+    result = tiny_search(constraints={"params": 1e9, "max_accuracy_drop": 1.0})
     for trial in result.study.trials:
         assert all(value <= 0 for value in trial.constraints.values())
         assert set(trial.constraints) == {"params", "max_accuracy_drop"}
 
 
-def test_nan_loss_fails_that_trial_only(tmp_path):
+def test_nan_loss_fails_that_trial_only(tiny_search):
     calls = {"n": 0}
 
     def sometimes_nan(logits, targets):
@@ -95,7 +87,7 @@ def test_nan_loss_fails_that_trial_only(tmp_path):
         loss = F.cross_entropy(logits, targets)
         return loss * float("nan") if calls["n"] == 2 else loss  # call 1 is the input check
 
-    result = run(tmp_path, loss=sometimes_nan)
+    result = tiny_search(loss=sometimes_nan)
     states = [t.state for t in result.study.trials]
     assert states.count(TrialState.FAIL) == 1
     assert states.count(TrialState.COMPLETE) == 4  # trials=4 counts completed trials
@@ -108,7 +100,7 @@ import json, sys, weakref
 import torch, torch.nn.functional as F
 sys.path.insert(0, {tests!r})
 import autoprune
-from tiny_models import TinyResNet, tiny_data
+from tiny_models import QUICK, TinyResNet, tiny_data
 
 failed_outputs = []  # weak references to the logits of the steps that ran out of memory
 alive_later = []  # whether each of them was still alive when a later trial trained
@@ -124,7 +116,8 @@ def runs_out_of_memory_three_times(logits, targets):
 train, val = tiny_data()
 result = autoprune.search(TinyResNet(), trials=3, finetune_steps=3, train=train, val=val,
                           loss=runs_out_of_memory_three_times, output_dir={out!r},
-                          study_name="s", threads=1, write_report=False, verbose=False)
+                          study_name="s", threads=1, write_report=False, verbose=False,
+                          options=QUICK)
 print(json.dumps({{"alive_later": alive_later, "trials": [
     [t.state.name, t.user_attrs.get("failure")] for t in result.study.trials]}}))
 """
@@ -145,28 +138,28 @@ def test_out_of_memory_fails_that_trial_and_frees_its_tensors_before_the_next(tm
     assert outcome["alive_later"] and not any(outcome["alive_later"])
 
 
-def test_exception_inside_a_trial_fails_that_trial_only(tmp_path, monkeypatch):
-    real = autoprune.study.trial.prune_copy
+def test_exception_inside_a_trial_fails_that_trial_only(tiny_search, monkeypatch):
+    real = autoprune.study.prepared.prune_copy
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:  # call 1 is the pre-flight check: this is the second trial
             raise RuntimeError("cannot prune this layer")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(autoprune.study.trial, "prune_copy", flaky)
-    result = run(tmp_path)
+    monkeypatch.setattr(autoprune.study.prepared, "prune_copy", flaky)
+    result = tiny_search()
     failed = [t for t in result.study.trials if t.state == TrialState.FAIL]
     assert [t.user_attrs["failure"] for t in failed] == ["RuntimeError: cannot prune this layer"]
     assert [t.state for t in result.study.trials].count(TrialState.COMPLETE) == 4
 
 
-def test_same_study_name_resumes_to_the_requested_total(tmp_path):
+def test_same_study_name_resumes_to_the_requested_total(tiny_search):
     model = TinyResNet()
-    first = run(tmp_path, model=model, trials=3)
+    first = tiny_search(model=model, trials=3)
     numbers = [t.number for t in first.study.trials]
-    second = run(tmp_path, model=model, trials=5)
+    second = tiny_search(model=model, trials=5)
     assert [t.number for t in second.study.trials] == numbers + [3, 4]
     assert second.study.user_attrs["baseline"] == first.study.user_attrs["baseline"]
 
@@ -187,9 +180,9 @@ class Broken(torch.nn.Module):
     (dict(loaders=(tiny_data()[0], [torch.zeros(2, 3, 8, 8)])), "(inputs, targets) pairs"),
     (dict(model="resnet18"), "must be a torch.nn.Module"),
 ])
-def test_bad_input_fails_before_any_work(tmp_path, kwargs, message):
+def test_bad_input_fails_before_any_work(tmp_path, kwargs, message, tiny_search):
     with pytest.raises(InvalidInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        run(tmp_path, **kwargs)
+        tiny_search(**kwargs)
     assert not (tmp_path / "s").exists(), "bad input must be refused before anything is written"
 
 
@@ -198,8 +191,8 @@ def stored_checkpoints(tmp_path) -> int:
     return len(list((tmp_path / "s" / "artifacts").iterdir())) // 2
 
 
-def test_only_front_checkpoints_are_kept_by_default(tmp_path):
-    result = run(tmp_path, trials=6)
+def test_only_front_checkpoints_are_kept_by_default(tmp_path, tiny_search):
+    result = tiny_search(trials=6)
     assert stored_checkpoints(tmp_path) == len(result.pareto)
     for candidate in result.pareto:
         result.load(candidate)
@@ -209,6 +202,6 @@ def test_only_front_checkpoints_are_kept_by_default(tmp_path):
         result.load(dropped[0].number)
 
 
-def test_keep_all_checkpoints_on_request(tmp_path):
-    result = run(tmp_path, keep_checkpoints="all")
+def test_keep_all_checkpoints_on_request(tmp_path, tiny_search):
+    result = tiny_search(keep_checkpoints="all")
     assert stored_checkpoints(tmp_path) == len(result.study.trials)

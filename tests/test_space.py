@@ -4,14 +4,13 @@ from pathlib import Path
 import optuna
 import pytest
 import timm
+from tiny_models import TinyResNet
 
 from autoprune.errors import SearchSpaceError
 from autoprune.pruning.grouping import PruningDimension
 from autoprune.study.config import (config_from_params, reference_params, suggest_config,
                                     uniform_params)
 from autoprune.study.space import SEARCH_SPACES_DIR, load_search_space, space_for_model
-
-from tiny_models import TinyResNet
 
 
 def write_space(tmp_path: Path, text: str) -> Path:

@@ -16,11 +16,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from tiny_models import QUICK, TinyResNet, tiny_data
 
 import autoprune
 from autoprune.errors import InvalidInputError
-
-from tiny_models import TinyResNet, tiny_data
 
 WORKER = str(Path(__file__).parent / "worker.py")
 POSTGRES = os.environ.get("AUTOPRUNE_TEST_POSTGRES")
@@ -138,7 +137,7 @@ def test_four_workers_share_one_postgres_study(tmp_path):
 
 def run(tmp_path, model, **kwargs):
     train, val = tiny_data()
-    return autoprune.search(model, trials=2, train=train, val=val, finetune_steps=2,
+    return autoprune.search(model, options=QUICK, trials=2, train=train, val=val, finetune_steps=2,
                             output_dir=tmp_path, study_name="shared", verbose=False,
                             write_report=False, threads=1, **kwargs)
 

@@ -6,6 +6,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from autoprune.study.options import SearchOptions
+
+# Timing effort for tiny models in quick tests; the slow end-to-end tests time for real.
+QUICK = SearchOptions(latency_run_time=0.02, final_rounds=2)
+
 
 class Block(nn.Module):
     """A ResNet basic block: two 3x3 convolutions and an identity skip."""

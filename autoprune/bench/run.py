@@ -28,7 +28,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -44,32 +44,12 @@ from ..runtime.evaluate import evaluate
 from ..runtime.finetune import Distillation, finetune
 from ..runtime.measure import count_macs_and_params, interleaved_latency_ms
 from ..runtime.model_io import first_batch, to_device
+from ..store.records import TrialRecord
+from ..study.config import reference_lr
 from ..study.space import resolve_search_space
+from .scoring import METHODS, BenchModel, aggregate, summarise
 
-METHODS = ("uniform", "global", "random", "fastnas", "autoprune")
-MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
 RECIPE_DISTILLATION = Distillation(alpha=0.5, temperature=4.0)  # as autoprune's references
-
-
-@dataclass
-class BenchModel:
-    """One model a method produced, with what it cost and, after `time_all`, how it runs."""
-
-    method: str
-    label: str
-    model: nn.Module = field(repr=False)
-    seconds: float                 # wall time to produce it (prune/search + fine-tune + eval)
-    overhead_seconds: float        # of which neither fine-tuning nor evaluation
-    macs: int = 0
-    params: int = 0
-    accuracy: float = 0.0          # on the test split
-    select_accuracy: float = 0.0   # on the selection split (what the method chooses by)
-    latency_ms: float = 0.0
-
-    def figures(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("model")
-        return data
 
 
 @dataclass
@@ -96,7 +76,7 @@ class BenchSetup:
     def __post_init__(self):
         self.space = self.space or resolve_search_space(self.model, None)
         self.example_inputs = to_device(first_batch(self.held_out, "held_out")[0], self.device)
-        self.lr = (self.space.lr[0] * self.space.lr[1]) ** 0.5  # autoprune's reference lr
+        self.lr = reference_lr(self.space)
         if self.select is None:
             self.select, self.test = split_holdout(self.held_out, self.seed)
 
@@ -160,8 +140,8 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     total = time.perf_counter() - started
     trials = [t for t in result.study.trials if t.datetime_complete is not None]
     trial_seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-    work = sum(t.user_attrs.get("seconds_finetune", 0) + t.user_attrs.get("seconds_evaluate", 0)
-               for t in trials)
+    seconds = [TrialRecord.of(t).seconds for t in trials]
+    work = sum(s.get("finetune", 0) + s.get("evaluate", 0) for s in seconds)
     setup.log(f"  {method}: {len(trials)} trials in {total:.0f} s, front of {len(result.pareto)}")
     share = max(1, len(result.pareto))  # the trials' time, spread over the models they left
     return [BenchModel(method, f"{method} trial {c.trial}",
@@ -212,115 +192,6 @@ def time_all(setup: BenchSetup, models: list[BenchModel], rounds: int = 5) -> fl
     for i, item in enumerate(models):
         item.latency_ms = latencies[i]
     return latencies["unpruned"]
-
-
-def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Non-dominated (speedup, accuracy) points, by increasing speedup."""
-    kept = [p for p in points
-            if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)]
-    return sorted(set(kept))
-
-
-def hypervolume_2d(points: list[tuple[float, float]]) -> float:
-    """Area dominated by (speedup, accuracy) points above the reference (speedup 1, accuracy 0),
-    with speedup mapped to the time saved, 1 - 1/speedup, so the area lies in [0, 1]."""
-    area, last_x = 0.0, 0.0
-    for speedup, accuracy in front(points):  # faster and faster, less and less accurate
-        x = max(0.0, 1.0 - 1.0 / speedup)
-        if x > last_x:
-            area += (x - last_x) * accuracy  # the strip only this point (and slower) reach
-            last_x = x
-    return area
-
-
-def accuracy_at(points: list[tuple[float, float]], speedup: float) -> float | None:
-    """Accuracy the front reaches at `speedup`: linear interpolation between the two front
-    points around it; a point at least as fast counts; None beyond the front's fastest."""
-    points = front(points)
-    if not points or speedup > points[-1][0]:
-        return None
-    for (s0, a0), (s1, a1) in zip(points, points[1:]):
-        if s0 <= speedup <= s1:
-            return a0 + (a1 - a0) * (speedup - s0) / (s1 - s0) if s1 > s0 else max(a0, a1)
-    return points[0][1]  # below the slowest front point: that point already does it
-
-
-def offered(models: list[BenchModel], base: BenchModel) -> list[BenchModel]:
-    """The models a method would offer a user: none of its own is faster and better on the
-    selection split. Every method is filtered alike, so none gets to choose on the test split."""
-    def speedup(m):
-        return base.latency_ms / m.latency_ms
-    return [m for m in models
-            if not any(speedup(o) >= speedup(m) and o.select_accuracy >= m.select_accuracy
-                       and (speedup(o), o.select_accuracy) != (speedup(m), m.select_accuracy)
-                       for o in models)]
-
-
-def picked_at(models: list[BenchModel], base: BenchModel, speedup: float) -> float | None:
-    """Test accuracy of the model a user would pick for `speedup`: the best on the selection
-    split among those at least that fast (the faster one on a tie); None if none is."""
-    fast = [m for m in models if base.latency_ms / m.latency_ms >= speedup]
-    if not fast:
-        return None
-    return max(fast, key=lambda m: (m.select_accuracy, -m.latency_ms)).accuracy
-
-
-def summarise(models: list[BenchModel], base: BenchModel,
-              walls: dict[str, float] | None = None) -> dict[str, Any]:
-    """Per method: front, hypervolume, accuracy at matched speedups, speedup per MAC cut, overhead.
-
-    Front, hypervolume and interpolated accuracies use the test accuracies of the models the
-    method offers (`offered`); `picked_at_speedup` is the single model a user would pick.
-    """
-    summary = {}
-    for method in METHODS:
-        mine = [m for m in models if m.method == method]
-        if not mine:
-            continue
-        shown = offered(mine, base)
-        points = [(base.latency_ms / m.latency_ms, m.accuracy) for m in shown]
-        efficiency = sorted((base.latency_ms / m.latency_ms) / (base.macs / m.macs) for m in mine)
-        seconds = sum(m.seconds for m in mine)
-        summary[method] = {
-            "models": len(mine),
-            "offered": len(shown),
-            "front": [{"speedup": s, "accuracy": a} for s, a in front(points)],
-            "hypervolume": hypervolume_2d(points),
-            "accuracy_at_speedup": {f"{s:g}x": accuracy_at(points, s) for s in MATCHED_SPEEDUPS},
-            "picked_at_speedup": {f"{s:g}x": picked_at(mine, base, s) for s in MATCHED_SPEEDUPS},
-            "speedup_per_mac_reduction_median": efficiency[len(efficiency) // 2],
-            "wall_seconds": (walls or {}).get(method, seconds),
-            # of the trials' (or sweep points') time, the share that is neither fine-tuning
-            # nor evaluation: pruning, measuring, sampling, storage, checkpoints
-            "overhead_share": sum(m.overhead_seconds for m in mine) / seconds if seconds else 0.0,
-        }
-    return summary
-
-
-def _spread(values: list[float | None]) -> dict[str, Any] | None:
-    """Mean, min and max over repeats; None unless every repeat has a value."""
-    if not values or any(v is None for v in values):
-        return None
-    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-
-
-def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per method, each figure of `summarise` as mean/min/max over the repeats."""
-    merged = {}
-    for method in METHODS:
-        per_run = [run["methods"][method] for run in runs if method in run["methods"]]
-        if not per_run:
-            continue
-        first = per_run[0]
-        merged[method] = {
-            "repeats": len(per_run),
-            **{key: _spread([r[key] for r in per_run])
-               for key in ("hypervolume", "speedup_per_mac_reduction_median", "overhead_share",
-                           "wall_seconds")},
-            **{table: {s: _spread([r[table][s] for r in per_run]) for s in first[table]}
-               for table in ("accuracy_at_speedup", "picked_at_speedup")},
-        }
-    return merged
 
 
 def machine_description(device: torch.device, threads: int) -> dict[str, Any]:

@@ -19,17 +19,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import AutopruneError
+from ..errors import ExportError
 from ..runtime.model_io import logits_of, run_model
 from ..store.checkpoint import (ARCHITECTURE_FILE, inputs_from_spec, load_checkpoint,
                                 read_description)
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 TOLERANCE = {"safetensors": 0.0, "torchscript": 1e-5, "onnx": 1e-4}
-
-
-class ExportError(AutopruneError):
-    """An export failed, or its reloaded model does not give the PyTorch outputs."""
 
 
 def verification_inputs(spec: Any, batch: int = 2, seed: int = 0) -> Any:

@@ -21,8 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..console import ProgressBar
 from ..store.checkpoint import atomic_write_text
+from ..store.records import DIRECTIONS, OBJECTIVE_NAMES, OBJECTIVES, StudyRecord, TrialRecord
 from ..store.storage import STORAGE_ENV, has_password, redact_url
 from .pareto import front_trials, hypervolume_history, is_feasible
+from .report_page import CSS, SCRIPT
 from .settings_table import settings_table_html
 
 
@@ -58,24 +60,23 @@ class ReportData(NamedTuple):
     generated: str
 
 
-OBJECTIVES = ("accuracy", "latency_ms", "memory_mb")
-
-
 def _status(trial: FrozenTrial, front: set[int]) -> str:
     if trial.state == TrialState.COMPLETE:
-        if trial.user_attrs.get("skipped_finetune"):
+        record = TrialRecord.of(trial)
+        if record.skipped_finetune:
             return "not fine-tuned"
         if trial.number in front:
             return "front"
-        if trial.user_attrs.get("stopped_early"):
+        if record.stopped_early:
             return "stopped early"
         return "dominated" if is_feasible(trial) else "infeasible"
     return {TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
 
 
 def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
-    figures = trial.user_attrs.get("measurement", {})
-    kept = trial.user_attrs.get("kept_channels")
+    record = TrialRecord.of(trial)
+    figures = record.measurement or {}
+    kept = record.kept_channels
     status = _status(trial, front)
     seconds = None
     if trial.datetime_start and trial.datetime_complete:
@@ -84,11 +85,10 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
         number=trial.number, status=status,
         accuracy=trial.values[0] if trial.values and status != "not fine-tuned" else None,
         latency_ms=figures.get("latency_ms"), memory_mb=figures.get("memory_mb"),
-        speedup=trial.user_attrs.get("speedup"), params=figures.get("params"),
+        speedup=record.speedup, params=figures.get("params"),
         macs=figures.get("macs"), criterion=trial.params.get("criterion"),
-        reference=trial.user_attrs.get("reference"),
-        note=(trial.user_attrs.get("failure") or trial.user_attrs.get("skipped_finetune")
-              or trial.user_attrs.get("stopped_early") or ""),
+        reference=record.reference,
+        note=record.failure or record.skipped_finetune or record.stopped_early or "",
         seconds=seconds, params_searched=dict(trial.params),
         kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None)
 
@@ -100,14 +100,14 @@ def _importance(trials: list[FrozenTrial]) -> dict[str, dict[str, float]]:
     Only fine-tuned, completed trials count (a skipped trial's accuracy is not a result).
     """
     usable = [t for t in trials if t.state == TrialState.COMPLETE
-              and not t.user_attrs.get("skipped_finetune")]
+              and not TrialRecord.of(t).skipped_finetune]
     if len(usable) < 4:
         return {}
-    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study = optuna.create_study(directions=list(DIRECTIONS))
     study.add_trials(usable)
-    signs = {"accuracy": -1.0, "latency_ms": 1.0, "memory_mb": 1.0}
+    signs = {name: -1.0 if direction == "maximize" else 1.0 for name, direction in OBJECTIVES}
     result = {}
-    for index, name in enumerate(OBJECTIVES):
+    for index, name in enumerate(OBJECTIVE_NAMES):
         with warnings.catch_warnings():  # it warns that it minimises; the sign is handled above
             warnings.simplefilter("ignore", UserWarning)
             try:
@@ -121,15 +121,16 @@ def _importance(trials: list[FrozenTrial]) -> dict[str, dict[str, float]]:
 def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
     """Everything the report shows, as plain data."""
     trials = study.get_trials(deepcopy=False)
-    baseline = study.user_attrs.get("baseline", {})
-    settings = dict(study.user_attrs.get("settings", {}))
-    settings.setdefault("finished", study.user_attrs.get("finished"))
-    settings["finetune_steps"] = study.user_attrs.get("finetune_steps")
-    base_channels = study.user_attrs.get("base_channels", {})
+    record = StudyRecord.of(study)
+    baseline = record.baseline or {}
+    settings = dict(record.settings or {})
+    settings.setdefault("finished", record.finished)
+    settings["finetune_steps"] = record.finetune_steps
+    base_channels = record.base_channels or {}
     layers = list(base_channels)
     front = {t.number for t in front_trials(study)}
     rows = [_row(t, front, layers) for t in trials]
-    final = study.user_attrs.get("final_latency_ms", {})
+    final = record.final_latency_ms or {}
     if final:  # the interleaved re-measurement of the front replaces the in-trial timing
         base_latency = final.get("baseline", baseline.get("latency_ms"))
         rows = [r._replace(latency_ms=final[str(r.number)],
@@ -285,87 +286,7 @@ def _table(data: ReportData) -> str:
     return f"<table id='trials'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_SCRIPT = """
-const DATA = JSON.parse(document.getElementById('report-data').textContent);
-const FIGURES = JSON.parse(document.getElementById('figures').textContent);
-const byNumber = Object.fromEntries(DATA.trials.map(t => [t.number, t]));
-const fmt = (v, d) => (v === null || v === undefined) ? '–' : Number(v).toFixed(d);
-for (const [id, fig] of Object.entries(FIGURES)) {
-  Plotly.newPlot(id, fig.data, fig.layout, {responsive: true, displaylogo: false});
-}
-function showCard(number) {
-  const t = byNumber[number];
-  if (!t) return;
-  const base = DATA.baseline;
-  const card = document.getElementById('card');
-  const p = t.params_searched;
-  const rows = [
-    ['status', t.status + (t.reference ? ' (' + t.reference + ')' : '')],
-    ['accuracy', t.accuracy === null ? '–' : fmt(100 * t.accuracy, 2) + ' % (unpruned ' + fmt(100 * base.accuracy, 2) + ' %)'],
-    ['latency', fmt(t.latency_ms, 3) + ' ms, speedup ' + fmt(t.speedup, 2) + 'x'],
-    ['memory', fmt(t.memory_mb, 1) + ' MiB (unpruned ' + fmt(base.memory_mb, 1) + ' MiB)'],
-    ['MACs', t.macs === null ? '–' : fmt(t.macs / 1e6, 2) + ' M, ' + fmt(base.macs / t.macs, 2) + 'x fewer'],
-    ['parameters', t.params === null ? '–' : fmt(t.params / 1e6, 3) + ' M, ' + fmt(base.params / t.params, 2) + 'x fewer'],
-    ['criterion', p.criterion || '–'],
-    ['distillation', 'alpha ' + fmt(p.kd_alpha, 2) + ', temperature ' + fmt(p.kd_temperature, 2)],
-    ['learning rate', p.lr === undefined ? '–' : Number(p.lr).toExponential(2)],
-    ['trial time', fmt(t.seconds, 1) + ' s'],
-  ];
-  if (t.note) rows.push(['note', t.note]);
-  const cli = DATA.commands.cli.replaceAll('{trial}', number);
-  const py = DATA.commands.python.replaceAll('{trial}', number);
-  card.innerHTML = '<h3>Trial ' + number + '</h3><table class="card">' +
-    rows.map(r => '<tr><th>' + r[0] + '</th><td>' + String(r[1]).replace(/</g, '&lt;') + '</td></tr>').join('') +
-    '</table><div id="layers"></div><p>Export this model:</p><pre class="cmd">' +
-    cli.replace(/</g, '&lt;') + '</pre><pre class="cmd">' + py.replace(/</g, '&lt;') + '</pre>';
-  card.style.display = 'block';
-  if (t.kept_channels) {
-    const kept = t.kept_channels.map((k, i) => DATA.base_channels[i] ? k / DATA.base_channels[i] : 1);
-    Plotly.newPlot('layers', [{x: DATA.layers, y: kept, type: 'bar',
-      text: t.kept_channels.map((k, i) => k + ' / ' + DATA.base_channels[i]),
-      hovertemplate: '%{x}: %{text} kept<extra></extra>'}],
-      {title: 'Kept channels per layer', yaxis: {title: 'fraction kept', range: [0, 1.05]},
-       height: 300, margin: {b: 120}, template: 'plotly_white'}, {displaylogo: false});
-  }
-  document.querySelectorAll('#trials tr.selected').forEach(r => r.classList.remove('selected'));
-  const row = document.querySelector('#trials tr[data-trial="' + number + '"]');
-  if (row) row.classList.add('selected');
-}
-for (const id of ['pareto-latency', 'pareto-memory']) {
-  document.getElementById(id).on('plotly_click', ev => {
-    const point = ev.points[0];
-    if (point && point.customdata !== undefined) showCard(point.customdata);
-  });
-}
-document.querySelectorAll('#trials tbody tr').forEach(r =>
-  r.addEventListener('click', () => showCard(Number(r.dataset.trial))));
-document.querySelectorAll('#trials th').forEach(th => th.addEventListener('click', () => {
-  const col = Number(th.dataset.col), body = document.querySelector('#trials tbody');
-  const asc = th.dataset.order !== 'asc';
-  th.dataset.order = asc ? 'asc' : 'desc';
-  const key = r => { const v = r.children[col].textContent; const n = parseFloat(v);
-                     return isNaN(n) ? v : n; };
-  [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
-    const c = (typeof x === typeof y) ? (x > y) - (x < y) : (typeof x === 'number' ? -1 : 1);
-    return asc ? c : -c; }).forEach(r => body.appendChild(r));
-}));
-"""
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1250px;color:#222}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:1em}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px}
-#trials th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}
-#trials tr{cursor:pointer}tr.front{background:#e8f1fb}tr.selected{outline:2px solid #1f77b4}
-tr.failed,tr.infeasible,tr.not-fine-tuned{color:#a33}
-#card{display:none;border:1px solid #1f77b4;border-radius:6px;padding:.5em 1em;margin:1em 0}
-table.card th{text-align:left;background:#f7f7f7}pre.cmd{background:#f4f4f4;padding:.5em;overflow-x:auto}
-.summary td{padding:2px 10px}.scroll{max-height:600px;overflow:auto}
-.settings-groups{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:0 2em;align-items:start}
-.settings-groups .wide{grid-column:1/-1}table.settings{width:100%}
-table.settings th{text-align:left;background:#f7f7f7;font-weight:normal;white-space:nowrap;width:1%}
-table.settings td{word-break:break-word}
-"""
 
 
 def _summary(data: ReportData) -> str:
@@ -409,7 +330,7 @@ def render_report(data: ReportData) -> str:
     title = html.escape(data.study_name)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>autoprune: {title}</title>
-<style>{_CSS}</style><script>{get_plotlyjs()}</script></head>
+<style>{CSS}</style><script>{get_plotlyjs()}</script></head>
 <body><h1>autoprune study <code>{title}</code></h1>
 <p>Generated {data.generated}. Click a point (or a table row) to see its trial card and
 the command that exports it. Latencies of front members are the final interleaved
@@ -423,7 +344,7 @@ re-measurement where the search got that far.</p>
 <h2>Settings</h2>{settings_table_html(data.settings)}
 <script type="application/json" id="report-data">{embed(json.dumps(page_data, default=str))}</script>
 <script type="application/json" id="figures">{embed(figures_json)}</script>
-<script>{_SCRIPT}</script>
+<script>{SCRIPT}</script>
 </body></html>"""
 
 

@@ -10,14 +10,11 @@ import optuna
 import torch.nn as nn
 from optuna.trial import FrozenTrial
 
-from ..errors import AutopruneError, CheckpointError
+from ..errors import CheckpointError, NoCandidateError
 from ..store.artifacts import local_checkpoint
 from ..store.checkpoint import load_checkpoint
+from ..store.records import StudyRecord, TrialRecord
 from .pareto import front_trials
-
-
-class NoCandidateError(AutopruneError):
-    """No front member meets the limits asked for."""
 
 
 @dataclass(frozen=True)
@@ -42,14 +39,14 @@ class Candidate:
 def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
                          final_latency_ms: dict | None = None) -> Candidate:
     """A `Candidate`; latency comes from the interleaved final re-measurement when there is one."""
-    figures = trial.user_attrs["measurement"]
+    record = TrialRecord.of(trial)
+    figures = record.measurement
     final = (final_latency_ms or {})
     latency = final.get(str(trial.number), figures["latency_ms"])
     baseline = final.get("baseline", baseline_latency_ms)
     return Candidate(trial=trial.number, accuracy=trial.values[0], latency_ms=latency,
                      speedup=baseline / latency, memory_mb=figures["memory_mb"],
-                     params=figures["params"], macs=figures["macs"],
-                     config=trial.user_attrs["config"])
+                     params=figures["params"], macs=figures["macs"], config=record.config)
 
 
 class SearchResult:
@@ -63,9 +60,9 @@ class SearchResult:
         self.artifact_store = artifact_store
         self.cache_dir = Path(cache_dir)  # where checkpoints are downloaded to on this machine
         self.report_path = report_path
-        attrs = study.user_attrs
-        self.baseline = attrs["baseline"]
-        final = attrs.get("final_latency_ms")
+        record = StudyRecord.of(study)
+        self.baseline = record.baseline
+        final = record.final_latency_ms
         self.pareto: list[Candidate] = sorted(
             (candidate_from_trial(t, self.baseline["latency_ms"], final) for t in front_trials(study)),
             key=lambda c: c.latency_ms)
@@ -83,7 +80,7 @@ class SearchResult:
         from ..store.storage import open_artifact_store, storage_url
 
         study = optuna.load_study(study_name=study_name, storage=storage)
-        settings = study.user_attrs.get("settings", {})
+        settings = StudyRecord.of(study).settings or {}
         if base_model is None:
             base_model = rebuild_base_model(settings.get("model_source"))
         store = open_artifact_store(artifacts or settings["artifacts"])

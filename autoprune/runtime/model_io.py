@@ -92,3 +92,17 @@ def first_batch(loader: Iterable, name: str) -> tuple[Any, torch.Tensor]:
             f"{type(batch).__name__}" + (f" of length {len(batch)}" if hasattr(batch, "__len__") else "")
         )
     return batch[0], batch[1]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """`device` as a `torch.device`, refused with a clear message when it cannot be used."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidInputError(f"unknown device {device!r}: use 'cpu' or 'cuda'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device='cuda' was asked for, but PyTorch sees no CUDA GPU; "
+                                "use device='cpu'")
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidInputError(f"device {device!r} is not supported yet: use 'cpu' or 'cuda'")
+    return device

@@ -1,7 +1,7 @@
 """Trial checkpoints in Optuna's artifact store, so any worker can load any trial.
 
 A trial writes its checkpoint (see `checkpoint.py`) to a temporary directory and uploads the
-two files; their artifact ids go in the trial's `checkpoint_artifacts` user attribute.
+two files; their artifact ids are recorded on the trial (`TrialRecord.checkpoint_artifacts`).
 Loading downloads them into a local cache directory once.
 """
 
@@ -17,8 +17,8 @@ from optuna.trial import FrozenTrial
 
 from ..errors import CheckpointError
 from .checkpoint import ARCHITECTURE_FILE, WEIGHTS_FILE
+from .records import TrialRecord, record_trial
 
-CHECKPOINT_ATTR = "checkpoint_artifacts"
 FILES = (WEIGHTS_FILE, ARCHITECTURE_FILE)
 
 
@@ -27,7 +27,7 @@ def upload_checkpoint(trial: optuna.Trial, directory: Path, store) -> dict[str, 
     ids = {name: optuna.artifacts.upload_artifact(artifact_store=store, study_or_trial=trial,
                                                   file_path=str(directory / name))
            for name in FILES}
-    trial.set_user_attr(CHECKPOINT_ATTR, ids)
+    record_trial(trial, checkpoint_artifacts=ids)
     return ids
 
 
@@ -36,7 +36,7 @@ def local_checkpoint(trial: FrozenTrial, store, cache_dir: Path) -> Path:
     local = cache_dir / f"trial-{trial.number:05d}"
     if (local / ARCHITECTURE_FILE).is_file():
         return local
-    ids = trial.user_attrs.get(CHECKPOINT_ATTR)
+    ids = TrialRecord.of(trial).checkpoint_artifacts
     if not ids:
         raise CheckpointError(f"trial {trial.number} has no checkpoint: it was not fine-tuned, "
                               "or it fell off the front and its weights were deleted (search with "
@@ -65,7 +65,7 @@ def local_checkpoint(trial: FrozenTrial, store, cache_dir: Path) -> Path:
 
 def remove_checkpoint(trial: FrozenTrial, store, cache_dir: Path) -> None:
     """Delete a trial's checkpoint from the store and the local cache (missing is fine)."""
-    for artifact_id in (trial.user_attrs.get(CHECKPOINT_ATTR) or {}).values():
+    for artifact_id in (TrialRecord.of(trial).checkpoint_artifacts or {}).values():
         try:
             store.remove(artifact_id)
         except ArtifactNotFound:  # another worker removed it first

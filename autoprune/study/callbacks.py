@@ -16,6 +16,7 @@ from ..console import ProgressBar
 from ..results.pareto import front_trials
 from ..results.result import candidate_from_trial
 from ..store.artifacts import remove_checkpoint
+from ..store.records import TrialRecord
 from .budget import Budget, format_duration
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class CheckpointRetention:
         for finished in study.get_trials(deepcopy=False):
             if (finished.state.is_finished() and finished.number not in keep
                     and finished.number not in self.removed
-                    and finished.user_attrs.get("checkpoint_artifacts")):
+                    and TrialRecord.of(finished).checkpoint_artifacts):
                 remove_checkpoint(finished, self.artifact_store, self.cache_dir)
                 self.removed.add(finished.number)
 
@@ -91,25 +92,26 @@ class Progress:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if (trial.state == TrialState.COMPLETE and trial.datetime_start and trial.datetime_complete
-                and not trial.user_attrs.get("stopped_early")):  # a full trial is what must fit
+                and not TrialRecord.of(trial).stopped_early):  # a full trial is what must fit
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
         front = [candidate_from_trial(t, self.baseline_latency) for t in front_trials(study)]
+        record = TrialRecord.of(trial)
         if trial.state == TrialState.COMPLETE:
-            figures = trial.user_attrs["measurement"]
-            skipped = trial.user_attrs.get("skipped_finetune")
+            figures = record.measurement
+            skipped = record.skipped_finetune
             what = ("not fine-tuned" if skipped else f"acc {trial.values[0]:6.2%}") + \
-                f" | {figures['latency_ms']:6.2f} ms ({trial.user_attrs['speedup']:.2f}x)" \
+                f" | {figures['latency_ms']:6.2f} ms ({record.speedup:.2f}x)" \
                 f" | {figures['memory_mb']:5.1f} MiB | {trial.params.get('criterion')}"
             if skipped:
                 what += f" | {skipped}"
-            if trial.user_attrs.get("stopped_early"):
-                what += f" | stopped early after {trial.user_attrs['screen_step']} steps"
+            if record.stopped_early:
+                what += f" | stopped early after {record.screen_step} steps"
         elif trial.state == TrialState.PRUNED:
-            what = f"not run: {trial.user_attrs.get('surplus', 'pruned')}"
+            what = f"not run: {record.surplus or 'pruned'}"
         else:
-            what = f"FAILED: {trial.user_attrs.get('failure', trial.state.name)}"
+            what = f"FAILED: {record.failure or trial.state.name}"
         target = f"/{self.budget.trials}" if self.budget.trials else ""
         left = ""
         if self.budget.seconds is not None:

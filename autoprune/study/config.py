@@ -129,9 +129,14 @@ def reference_params(space: SearchSpace, dimensions: list[PruningDimension],
     params["criterion"] = "l2" if "l2" in space.criteria else space.criteria[0]
     params["kd_alpha"] = min(max(0.5, space.kd_alpha[0]), space.kd_alpha[1])
     params["kd_temperature"] = min(max(4.0, space.kd_temperature[0]), space.kd_temperature[1])
-    low, high = space.lr
-    params["lr"] = (low * high) ** 0.5  # the middle of the range on the log scale
+    params["lr"] = reference_lr(space)
     return params
+
+
+def reference_lr(space: SearchSpace) -> float:
+    """The learning rate of reference trials: the middle of the space's range on a log scale."""
+    low, high = space.lr
+    return (low * high) ** 0.5
 
 
 def uniform_params(space: SearchSpace, dimensions: list[PruningDimension],

@@ -16,9 +16,10 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
+from ..store.records import TrialRecord, record_trial
+
 SCREEN_FRACTION = 1 / 3
 MIN_STEPS = 9  # shorter fine-tuning is not worth cutting
-SCREEN_ATTR = "screen_accuracy"
 
 
 @dataclass
@@ -37,11 +38,11 @@ def faster_rivals(study: optuna.Study, latency_ms: float) -> list[tuple[int, flo
     """(trial number, latency, screen accuracy) of finished trials at least as fast."""
     rivals = []
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        screened = other.user_attrs.get(SCREEN_ATTR)
-        if screened is None or not other.values or other.user_attrs.get("skipped_finetune"):
+        record = TrialRecord.of(other)
+        if record.screen_accuracy is None or not other.values or record.skipped_finetune:
             continue
         if other.values[1] <= latency_ms:
-            rivals.append((other.number, other.values[1], screened))
+            rivals.append((other.number, other.values[1], record.screen_accuracy))
     return rivals
 
 
@@ -67,11 +68,10 @@ def screening_hook(trial: optuna.Trial, steps: int, latency_ms: float, margin: f
         if step != at:
             return False
         verdict = judge(trial.study, latency_ms, score(), margin)
-        trial.set_user_attr(SCREEN_ATTR, verdict.accuracy)
-        trial.set_user_attr("screen_step", at)
+        record_trial(trial, screen_accuracy=verdict.accuracy, screen_step=at)
         if verdict.stop:
-            trial.set_user_attr("stopped_early", f"after {at} of {steps} fine-tuning steps: "
-                                                 f"{verdict.reason}")
+            record_trial(trial, stopped_early=f"after {at} of {steps} fine-tuning steps: "
+                                              f"{verdict.reason}")
         return verdict.stop
 
     return on_step

@@ -9,14 +9,10 @@ On failure it retries each dimension alone to name the layers that cannot be pru
 
 from __future__ import annotations
 
-from typing import Any, Iterable
-
-import torch
-
 from ..errors import InvalidInputError
 from ..pruning.grouping import PruningDimension
-from ..pruning.prune import prune_copy
 from ..runtime.model_io import output_tensors, run_model
+from .prepared import PreparedModel
 from .space import SearchSpace
 
 PREFLIGHT_RATIO = 0.3
@@ -27,10 +23,11 @@ def _ratio(space: SearchSpace, dim: PruningDimension) -> float:
     return min(max(PREFLIGHT_RATIO, low), high)
 
 
-def _try(model, example_inputs, dimensions, sparsity, ignored_names, space, device):
+def _try(prepared: PreparedModel, sparsity: dict[str, float],
+         dimensions: list[PruningDimension]) -> None:
     """Prune a copy at `sparsity` and run it forwards and backwards; raises on any failure."""
-    pruned = prune_copy(model, example_inputs, dimensions, sparsity, "l2", ignored_names,
-                        space.round_to, device=device).model
+    model, example_inputs = prepared.model, prepared.example_inputs
+    pruned = prepared.prune(sparsity, dimensions=dimensions).model
     pruned.train()
     outputs = output_tensors(run_model(pruned, example_inputs))
     expected = [t.shape for t in output_tensors(run_model(model, example_inputs))]
@@ -45,22 +42,20 @@ def _try(model, example_inputs, dimensions, sparsity, ignored_names, space, devi
         raise RuntimeError("pruning removed no parameter (Torch-Pruning found no layer it could cut)")
 
 
-def preflight(model: torch.nn.Module, example_inputs: Any, dimensions: list[PruningDimension],
-              space: SearchSpace, ignored_names: Iterable[str], device) -> None:
+def preflight(prepared: PreparedModel) -> None:
     """Raise `InvalidInputError` naming the layers that cannot be pruned."""
-    ignored_names = list(ignored_names)
-    sparsity = {dim.name: _ratio(space, dim) for dim in dimensions}
-    model_name = type(model).__name__
+    dimensions = prepared.dimensions
+    sparsity = {dim.name: _ratio(prepared.space, dim) for dim in dimensions}
+    model_name = type(prepared.model).__name__
     try:
-        _try(model, example_inputs, dimensions, sparsity, ignored_names, space, device)
+        _try(prepared, sparsity, dimensions)
     except Exception as err:  # any failure: find which dimensions cause it
         failing = []
         for dim in dimensions:
             if sparsity[dim.name] <= 0:
                 continue
             try:
-                _try(model, example_inputs, [dim], {dim.name: sparsity[dim.name]}, ignored_names,
-                     space, device)
+                _try(prepared, {dim.name: sparsity[dim.name]}, [dim])
             except Exception as single:
                 layers = dim.members or dim.layers
                 failing.append(f"{dim.name} (layers {', '.join(layers[:6])}"

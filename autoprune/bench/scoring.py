@@ -1,0 +1,143 @@
+"""How the benchmark scores what each method produced: fronts of test accuracy against
+measured speedup, their hypervolume, the accuracy a user gets at matched speedups, and the
+mean, min and max over repeats. Pure computations on `BenchModel` records, no model is run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+METHODS = ("uniform", "global", "random", "fastnas", "autoprune")
+MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
+
+
+@dataclass
+class BenchModel:
+    """One model a method produced, with what it cost and, after `time_all`, how it runs."""
+
+    method: str
+    label: str
+    model: nn.Module = field(repr=False)
+    seconds: float                 # wall time to produce it (prune/search + fine-tune + eval)
+    overhead_seconds: float        # of which neither fine-tuning nor evaluation
+    macs: int = 0
+    params: int = 0
+    accuracy: float = 0.0          # on the test split
+    select_accuracy: float = 0.0   # on the selection split (what the method chooses by)
+    latency_ms: float = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("model")
+        return data
+
+
+def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Non-dominated (speedup, accuracy) points, by increasing speedup."""
+    kept = [p for p in points
+            if not any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points)]
+    return sorted(set(kept))
+
+
+def hypervolume_2d(points: list[tuple[float, float]]) -> float:
+    """Area dominated by (speedup, accuracy) points above the reference (speedup 1, accuracy 0),
+    with speedup mapped to the time saved, 1 - 1/speedup, so the area lies in [0, 1]."""
+    area, last_x = 0.0, 0.0
+    for speedup, accuracy in front(points):  # faster and faster, less and less accurate
+        x = max(0.0, 1.0 - 1.0 / speedup)
+        if x > last_x:
+            area += (x - last_x) * accuracy  # the strip only this point (and slower) reach
+            last_x = x
+    return area
+
+
+def accuracy_at(points: list[tuple[float, float]], speedup: float) -> float | None:
+    """Accuracy the front reaches at `speedup`: linear interpolation between the two front
+    points around it; a point at least as fast counts; None beyond the front's fastest."""
+    points = front(points)
+    if not points or speedup > points[-1][0]:
+        return None
+    for (s0, a0), (s1, a1) in zip(points, points[1:]):
+        if s0 <= speedup <= s1:
+            return a0 + (a1 - a0) * (speedup - s0) / (s1 - s0) if s1 > s0 else max(a0, a1)
+    return points[0][1]  # below the slowest front point: that point already does it
+
+
+def offered(models: list[BenchModel], base: BenchModel) -> list[BenchModel]:
+    """The models a method would offer a user: none of its own is faster and better on the
+    selection split. Every method is filtered alike, so none gets to choose on the test split."""
+    def speedup(m):
+        return base.latency_ms / m.latency_ms
+    return [m for m in models
+            if not any(speedup(o) >= speedup(m) and o.select_accuracy >= m.select_accuracy
+                       and (speedup(o), o.select_accuracy) != (speedup(m), m.select_accuracy)
+                       for o in models)]
+
+
+def picked_at(models: list[BenchModel], base: BenchModel, speedup: float) -> float | None:
+    """Test accuracy of the model a user would pick for `speedup`: the best on the selection
+    split among those at least that fast (the faster one on a tie); None if none is."""
+    fast = [m for m in models if base.latency_ms / m.latency_ms >= speedup]
+    if not fast:
+        return None
+    return max(fast, key=lambda m: (m.select_accuracy, -m.latency_ms)).accuracy
+
+
+def summarise(models: list[BenchModel], base: BenchModel,
+              walls: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per method: front, hypervolume, accuracy at matched speedups, speedup per MAC cut, overhead.
+
+    Front, hypervolume and interpolated accuracies use the test accuracies of the models the
+    method offers (`offered`); `picked_at_speedup` is the single model a user would pick.
+    """
+    summary = {}
+    for method in METHODS:
+        mine = [m for m in models if m.method == method]
+        if not mine:
+            continue
+        shown = offered(mine, base)
+        points = [(base.latency_ms / m.latency_ms, m.accuracy) for m in shown]
+        efficiency = sorted((base.latency_ms / m.latency_ms) / (base.macs / m.macs) for m in mine)
+        seconds = sum(m.seconds for m in mine)
+        summary[method] = {
+            "models": len(mine),
+            "offered": len(shown),
+            "front": [{"speedup": s, "accuracy": a} for s, a in front(points)],
+            "hypervolume": hypervolume_2d(points),
+            "accuracy_at_speedup": {f"{s:g}x": accuracy_at(points, s) for s in MATCHED_SPEEDUPS},
+            "picked_at_speedup": {f"{s:g}x": picked_at(mine, base, s) for s in MATCHED_SPEEDUPS},
+            "speedup_per_mac_reduction_median": efficiency[len(efficiency) // 2],
+            "wall_seconds": (walls or {}).get(method, seconds),
+            # of the trials' (or sweep points') time, the share that is neither fine-tuning
+            # nor evaluation: pruning, measuring, sampling, storage, checkpoints
+            "overhead_share": sum(m.overhead_seconds for m in mine) / seconds if seconds else 0.0,
+        }
+    return summary
+
+
+def _spread(values: list[float | None]) -> dict[str, Any] | None:
+    """Mean, min and max over repeats; None unless every repeat has a value."""
+    if not values or any(v is None for v in values):
+        return None
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, each figure of `summarise` as mean/min/max over the repeats."""
+    merged = {}
+    for method in METHODS:
+        per_run = [run["methods"][method] for run in runs if method in run["methods"]]
+        if not per_run:
+            continue
+        first = per_run[0]
+        merged[method] = {
+            "repeats": len(per_run),
+            **{key: _spread([r[key] for r in per_run])
+               for key in ("hypervolume", "speedup_per_mac_reduction_median", "overhead_share",
+                           "wall_seconds")},
+            **{table: {s: _spread([r[table][s] for r in per_run]) for s in first[table]}
+               for table in ("accuracy_at_speedup", "picked_at_speedup")},
+        }
+    return merged

@@ -1,0 +1,123 @@
+"""What a study records, in one place: the objectives, and typed views of the attributes
+autoprune keeps on an Optuna study and on each of its trials.
+
+Optuna stores a study's and a trial's facts as JSON user attributes, keyed by strings. Every
+part of autoprune that writes or reads them (the trial, `search()`, early stopping, the
+callbacks, the report, the result, the benchmark) goes through this module, so a key is
+spelled once and its meaning is written down once. Readers tolerate missing keys (None or an
+empty record), so studies written by earlier versions keep loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+# The study's objectives, in order, with their directions: what Optuna optimises and what
+# dashboards and plots call them.
+OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"), ("memory_mb", "minimize"))
+OBJECTIVE_NAMES = tuple(name for name, _ in OBJECTIVES)
+DIRECTIONS = tuple(direction for _, direction in OBJECTIVES)
+TRIAL_STEPS = ("prune", "measure", "finetune", "evaluate", "save")  # timed as seconds_<step>
+
+
+def objective_values(accuracy: float, measurement: Any) -> tuple[float, float, float]:
+    """A trial's objectives, in `OBJECTIVES` order, from its metric and its `Measurement`."""
+    return accuracy, measurement.latency_ms, measurement.memory_mb
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial's recorded facts (None where the trial got no such fact)."""
+
+    config: dict | None = None            # the configuration it tried (config.TrialConfig)
+    kept_channels: dict | None = None     # output channels per Conv/Linear after pruning
+    measurement: dict | None = None       # runtime.measure.Measurement of the pruned model
+    speedup: float | None = None          # unpruned latency / this latency, in the trial
+    mac_reduction: float | None = None
+    reference: str | None = None          # "uniform 0.4", "warm start: ..." for enqueued trials
+    retry_of: int | None = None           # the trial a Ctrl-C cut short, run again
+    skipped_finetune: str | None = None   # why it was not fine-tuned (a hard limit broken)
+    screen_accuracy: float | None = None  # metric part-way through fine-tuning (early_stop)
+    screen_step: int | None = None
+    stopped_early: str | None = None      # why its fine-tuning stopped there
+    train_loss: float | None = None
+    checkpoint_artifacts: dict | None = None  # file name -> artifact id in the store
+    failure: str | None = None            # why it failed
+    surplus: str | None = None            # why it did not run (the study's total was reached)
+    seconds: dict | None = None           # step -> seconds, for TRIAL_STEPS
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> "TrialRecord":
+        attrs = trial.user_attrs
+        seconds = {step: attrs[f"seconds_{step}"] for step in TRIAL_STEPS
+                   if f"seconds_{step}" in attrs}
+        return cls(**{f.name: attrs.get(f.name) for f in fields(cls) if f.name != "seconds"},
+                   seconds=seconds)
+
+    @property
+    def latency_ms(self) -> float | None:
+        return (self.measurement or {}).get("latency_ms")
+
+
+_TRIAL_KEYS = {f.name for f in fields(TrialRecord)} - {"seconds"}
+
+
+def record_trial(trial: optuna.Trial, **facts: Any) -> None:
+    """Record facts on a running trial; each keyword must be a `TrialRecord` field."""
+    for key, value in facts.items():
+        if key not in _TRIAL_KEYS:
+            raise KeyError(f"{key!r} is not a field of TrialRecord")
+        trial.set_user_attr(key, value)
+
+
+def record_seconds(trial: optuna.Trial, step: str, seconds: float) -> None:
+    """Record how long one step of the trial took (`TRIAL_STEPS`)."""
+    if step not in TRIAL_STEPS:
+        raise KeyError(f"{step!r} is not one of {TRIAL_STEPS}")
+    trial.set_user_attr(f"seconds_{step}", seconds)
+
+
+def trial_facts(**facts: Any) -> dict[str, Any]:
+    """User attributes for `study.enqueue_trial` (a reference, a retry), checked like
+    `record_trial`."""
+    unknown = set(facts) - _TRIAL_KEYS
+    if unknown:
+        raise KeyError(f"{sorted(unknown)} are not fields of TrialRecord")
+    return facts
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What a study records once, for every worker and every later reader."""
+
+    identity: dict | None = None         # what must match for a process to join (see runner)
+    baseline: dict | None = None         # the unpruned model: accuracy and measurement
+    base_channels: dict | None = None    # output channels per Conv/Linear of the unpruned model
+    settings: dict | None = None         # what the run was asked to do (shown in the report)
+    finetune_steps: int | None = None    # steps per trial, decided by the first process
+    final_latency_ms: dict | None = None  # interleaved re-timing: "baseline" and trial numbers
+    finished: str | None = None          # ISO time the search ended
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> "StudyRecord":
+        attrs = study.user_attrs
+        return cls(**{f.name: attrs.get(f.name) for f in fields(cls)})
+
+    def final_latency_of(self, key: int | str) -> float | None:
+        """The interleaved re-timing of a front trial (or "baseline"), when there is one."""
+        return (self.final_latency_ms or {}).get(str(key))
+
+
+_STUDY_KEYS = {f.name for f in fields(StudyRecord)}
+
+
+def record_study(study: optuna.Study, **facts: Any) -> None:
+    """Record facts on the study; each keyword must be a `StudyRecord` field."""
+    for key, value in facts.items():
+        if key not in _STUDY_KEYS:
+            raise KeyError(f"{key!r} is not a field of StudyRecord")
+        study.set_user_attr(key, value)

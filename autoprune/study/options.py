@@ -1,0 +1,31 @@
+"""The knobs of `search()` most users leave alone, as one typed object (as Optuna keeps
+`create_study` short): timing effort, how a time budget is split, how often a waiting worker
+looks again. Tests pass quicker settings here instead of patching module constants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Rarely changed settings of a search; the defaults are what the benchmarks used."""
+
+    latency_run_time: float = 0.3  # seconds of timed runs per latency measurement in a trial
+    final_rounds: int = 5          # interleaved rounds when the front is re-measured at the end
+    target_trials: int = 15        # a time budget is split so that about this many trials fit
+    max_finetune_epochs: int = 3   # the most a time budget gives one trial's fine-tuning
+    gradient_batches: int = 2      # batches of gradients for the Taylor criterion
+    poll_seconds: float = 2.0      # how often a worker waiting for others' trials looks again
+
+    def __post_init__(self):
+        for name in ("latency_run_time", "poll_seconds"):
+            if not getattr(self, name) > 0:
+                raise InvalidInputError(f"SearchOptions.{name} must be positive, "
+                                        f"got {getattr(self, name)!r}")
+        for name in ("final_rounds", "target_trials", "max_finetune_epochs"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise InvalidInputError(f"SearchOptions.{name} must be a whole number of at "
+                                        f"least 1, got {getattr(self, name)!r}")
