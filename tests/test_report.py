@@ -105,3 +105,14 @@ def test_settings_are_a_readable_table_not_a_json_dump():
     assert "<h3>versions</h3>" in settings and "<th>torch</th><td>2.14.1</td>" in settings
     assert "<td>layer1.inner</td><td>inner</td><td>64</td><td>layer1.0.conv1</td>" in settings
     assert '"versions"' not in settings.split("<script", 1)[0]
+
+
+def test_the_incremental_front_equals_the_front_recomputed_after_every_trial():
+    from autoprune.results.pareto import FrontTracker, front_trials
+
+    finished = synthetic_study(300).trials
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    tracker = FrontTracker()
+    for trial in finished:
+        study.add_trial(trial)
+        assert [t.number for t in tracker.update(study)] == [t.number for t in front_trials(study)]

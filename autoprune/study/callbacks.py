@@ -13,7 +13,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from ..console import ProgressBar
-from ..results.pareto import front_trials
+from ..results.pareto import FrontTracker
 from ..results.result import candidate_from_trial
 from ..store.artifacts import remove_checkpoint
 from ..store.records import TrialRecord
@@ -29,18 +29,20 @@ class CheckpointRetention:
     considered, so a trial still running (here or on another worker) keeps its files.
     """
 
-    def __init__(self, artifact_store, cache_dir: Path):
+    def __init__(self, artifact_store, cache_dir: Path, front: FrontTracker | None = None):
         self.artifact_store, self.cache_dir = artifact_store, cache_dir
-        self.removed: set[int] = set()
+        self.front = front or FrontTracker()
+        self.done: set[int] = set()  # finished trials whose checkpoint is gone (or never was)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        keep = {t.number for t in front_trials(study)}
+        keep = {t.number for t in self.front.update(study)}
         for finished in study.get_trials(deepcopy=False):
-            if (finished.state.is_finished() and finished.number not in keep
-                    and finished.number not in self.removed
-                    and TrialRecord.of(finished).checkpoint_artifacts):
+            if (finished.number in self.done or finished.number in keep
+                    or not finished.state.is_finished()):
+                continue
+            if TrialRecord.of(finished).checkpoint_artifacts:
                 remove_checkpoint(finished, self.artifact_store, self.cache_dir)
-                self.removed.add(finished.number)
+            self.done.add(finished.number)
 
 
 class ReleaseAfterFailure:
@@ -68,9 +70,11 @@ class Progress:
     """One line per finished trial (what it gave, trials done, time left, the front), and a bar
     of the budget on a terminal: trials done against the total, or seconds spent."""
 
-    def __init__(self, budget: Budget, baseline_latency: float, start: float):
+    def __init__(self, budget: Budget, baseline_latency: float, start: float,
+                 front: FrontTracker | None = None):
         self.budget, self.baseline_latency = budget, baseline_latency
         self.start = start
+        self.front = front or FrontTracker()
         self.durations: list[float] = []
         self.bar: ProgressBar | None = None
 
@@ -96,7 +100,7 @@ class Progress:
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-        front = [candidate_from_trial(t, self.baseline_latency) for t in front_trials(study)]
+        front = [candidate_from_trial(t, self.baseline_latency) for t in self.front.update(study)]
         record = TrialRecord.of(trial)
         if trial.state == TrialState.COMPLETE:
             figures = record.measurement

@@ -27,6 +27,7 @@ from ..console import ProgressBar, quiet_optuna, verbosity
 from ..errors import InvalidInputError
 from ..pruning.conversions import prepare
 from ..pruning.grouping import check_prunable
+from ..results.pareto import FrontTracker
 from ..results.result import SearchResult
 from ..runtime.evaluate import top1_accuracy
 from ..runtime.measure import Measurement, interleaved_latency_ms
@@ -231,10 +232,11 @@ def _run(session: _Session, prepared: PreparedModel, context: TrialContext, budg
          options: SearchOptions) -> None:
     """Run trials until the budget is spent; on Ctrl-C, requeue the cut trials and report."""
     interrupted: list[int] = []
-    progress = Progress(budget, context.baseline.latency_ms, started)
+    front = FrontTracker()  # one incremental front for both callbacks
+    progress = Progress(budget, context.baseline.latency_ms, started, front)
     callbacks = [ReleaseAfterFailure(prepared.device), progress]
     if keep_checkpoints == "front":
-        callbacks.insert(0, CheckpointRetention(session.store, session.run_dir / "trials"))
+        callbacks.insert(0, CheckpointRetention(session.store, session.run_dir / "trials", front))
     try:
         with progress:
             _run_trials(session.study, _objective(session, context, budget, interrupted), budget,
