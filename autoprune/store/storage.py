@@ -32,10 +32,11 @@ MASK = "***"
 def _secrets(url: str) -> list[str]:
     """The password of a database URL: in its user part or as a `password` query argument."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
-    except Exception:  # not a URL SQLAlchemy reads: fall back to the user:password@ form
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: the user:password@ form
         match = re.search(r"://[^/@:]*:([^/@]*)@", url)
         return [match.group(1)] if match and match.group(1) else []
     found = [parsed.password] if parsed.password else []
@@ -48,10 +49,11 @@ def _secrets(url: str) -> list[str]:
 def redact_url(url: str) -> str:
     """`url` with its password replaced by ***: how a storage URL is shown, logged or stored."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     try:
         text = make_url(str(url)).render_as_string(hide_password=True)
-    except Exception:
+    except (ArgumentError, ValueError):  # unparsable (or a bad port): mask the user:password@ form
         text = re.sub(r"(://[^/@:]*:)[^/@]*@", rf"\g<1>{MASK}@", str(url))
     return re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", text)
 
