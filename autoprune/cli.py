@@ -122,6 +122,8 @@ def _search_options(run: argparse.ArgumentParser) -> None:
                      metavar="KEY=VALUE", help="latency_ms, memory_mb, params, macs or "
                                                "max_accuracy_drop; repeatable")
     run.add_argument("--device", default="cpu")
+    run.add_argument("--target", help="how latency is timed (default: PyTorch eager on the "
+                                      "device); one of the registered targets")
     run.add_argument("--threads", type=int, help="CPU threads for timing (default: torch's)")
     run.add_argument("--search-space", help="a search_spaces/*.yaml file or family name")
     run.add_argument("--ignore-layer", action="append", default=[], metavar="REGEX",
@@ -248,7 +250,7 @@ def _load_model(args):
 
 
 SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train_epochs",
-                  "budget", "trials", "constraint", "device", "threads", "search_space",
+                  "budget", "trials", "constraint", "device", "target", "threads", "search_space",
                   "ignore_layer", "finetune_steps", "early_stop_margin", "seed")  # what a worker repeats
 
 
@@ -264,7 +266,8 @@ def search_command(args) -> int:
     cli = {key: getattr(args, key) for key in SEARCH_OPTIONS}
     try:
         search(model, budget, trials=args.trials, train=train, val=val,
-               constraints=dict(args.constraint), device=args.device, threads=args.threads,
+               constraints=dict(args.constraint), device=args.device,
+               target=getattr(args, "target", None), threads=args.threads,
                search_space=args.search_space, ignored_layers=args.ignore_layer,
                finetune_steps=args.finetune_steps, storage=args.storage,
                early_stop_margin=args.early_stop_margin,

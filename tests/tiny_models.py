@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from autoprune.study.options import SearchOptions
 
 # Timing effort for tiny models in quick tests; the slow end-to-end tests time for real.
-QUICK = SearchOptions(latency_run_time=0.02, final_rounds=2)
+QUICK = SearchOptions(latency_run_time=0.02, final_rounds=2, calibration_points=2,
+                      table_block_seconds=0.0005)
 
 
 class Block(nn.Module):

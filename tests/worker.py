@@ -22,4 +22,5 @@ autoprune.search(model, trials=trials, train=train, val=val, study_name=study_na
                  storage=open_storage(url, heartbeat_interval=1, grace_period=3),
                  output_dir=out, artifacts=f"{out}/artifacts", finetune_steps=150, threads=1,
                  write_report=os.environ.get("WRITE_REPORT") == "1",
-                 options=SearchOptions(latency_run_time=0.02, final_rounds=1))
+                 options=SearchOptions(latency_run_time=0.02, final_rounds=1,
+                                       calibration_points=2, table_block_seconds=0.0005))

@@ -45,6 +45,7 @@ from ..runtime.finetune import Distillation, finetune
 from ..runtime.measure import count_macs_and_params, interleaved_latency_ms
 from ..runtime.model_io import first_batch, to_device
 from ..store.records import TrialRecord
+from ..targets import get_target
 from ..study.config import reference_lr
 from ..study.space import resolve_search_space
 from .scoring import METHODS, BenchModel, aggregate, summarise
@@ -187,8 +188,9 @@ def time_all(setup: BenchSetup, models: list[BenchModel], rounds: int = 5) -> fl
         item.macs, item.params = count_macs_and_params(item.model, setup.example_inputs)
     timed = {"unpruned": setup.model, **{i: item.model for i, item in enumerate(models)}}
     with torch.no_grad():
-        latencies = interleaved_latency_ms(timed, setup.example_inputs, setup.device,
-                                           setup.threads, rounds=rounds, min_run_time=0.2)
+        latencies = interleaved_latency_ms(timed, setup.example_inputs,
+                                           get_target(None, setup.device, setup.threads),
+                                           rounds=rounds, block_seconds=0.2)
     for i, item in enumerate(models):
         item.latency_ms = latencies[i]
     return latencies["unpruned"]

@@ -40,6 +40,7 @@ class PruningDimension:
     layers: tuple[str, ...]
     channels: int
     members: tuple[str, ...] = ()  # every Conv/Linear whose width changes with it
+    consumers: tuple[str, ...] = ()  # every Conv/Linear whose input width changes with it
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "layers": list(self.layers),
@@ -112,6 +113,9 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
                   and graph.is_out_channel_pruning_fn(dep.handler)]
         if not layers:
             continue
+        consumers = [names[dep.target.module] for dep, _ in group
+                     if isinstance(dep.target.module, PRUNABLE_TYPES)
+                     and graph.is_in_channel_pruning_fn(dep.handler)]
         root = group[0][0].target.module
         if projections.intersection(layers):
             kind = "heads"  # attention projections: whole heads are removed
@@ -124,15 +128,16 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
         stages = Counter(stage_of(layer, stage_pattern) for layer in layers)
         stage = stages.most_common(1)[0][0] if kind == "stream" else stage_of(names[root], stage_pattern)
         channels = graph.get_out_channels(root)
-        entries.append([stage, kind, names[root], channels, layers])
+        entries.append([stage, kind, names[root], channels, layers, consumers])
 
     def collect():
         dims: dict[str, list] = {}
-        for stage, kind, root, channels, layers in entries:
-            dim = dims.setdefault(f"{stage}.{kind}", [kind, [], 0, set()])
+        for stage, kind, root, channels, layers, consumers in entries:
+            dim = dims.setdefault(f"{stage}.{kind}", [kind, [], 0, set(), set()])
             dim[1].append(root)
             dim[2] += channels or 0
             dim[3].update(layers)
+            dim[4].update(consumers)
         return dims
 
     dims = collect()
@@ -146,8 +151,9 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
             break
     order = {name: i for i, name in enumerate(names.values())}
     planned = [PruningDimension(name, kind, tuple(sorted(roots, key=order.get)), channels,
-                                tuple(sorted(members, key=order.get)))
-               for name, (kind, roots, channels, members) in dims.items()]
+                                tuple(sorted(members, key=order.get)),
+                                tuple(sorted(consumers, key=order.get)))
+               for name, (kind, roots, channels, members, consumers) in dims.items()]
     return sorted(planned, key=lambda dim: order[dim.layers[0]])
 
 

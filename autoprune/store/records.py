@@ -36,7 +36,10 @@ class TrialRecord:
     config: dict | None = None            # the configuration it tried (config.TrialConfig)
     kept_channels: dict | None = None     # output channels per Conv/Linear after pruning
     measurement: dict | None = None       # runtime.measure.Measurement of the pruned model
-    speedup: float | None = None          # unpruned latency / this latency, in the trial
+    speedup: float | None = None          # unpruned latency / this latency, timed paired
+    paired_latency: dict | None = None    # runtime.measure.PairedLatency of that timing
+    predicted_latency_ms: float | None = None  # the study's latency model, before pruning
+    rejected_before_pruning: str | None = None  # a limit the prediction already broke
     mac_reduction: float | None = None
     reference: str | None = None          # "uniform 0.4", "warm start: ..." for enqueued trials
     retry_of: int | None = None           # the trial a Ctrl-C cut short, run again
@@ -100,6 +103,7 @@ class StudyRecord:
     settings: dict | None = None         # what the run was asked to do (shown in the report)
     finetune_steps: int | None = None    # steps per trial, decided by the first process
     final_latency_ms: dict | None = None  # interleaved re-timing: "baseline" and trial numbers
+    latency_model: dict | None = None    # runtime.latency_model.LatencyModel, as data
     finished: str | None = None          # ISO time the search ended
 
     @classmethod

@@ -17,6 +17,7 @@ from ..integrations.models import model_source
 from ..pruning.prune import kept_out_channels
 from ..runtime.evaluate import evaluate
 from ..runtime.measure import measure
+from ..targets.base import Target
 from ..runtime.model_io import batch_size_of
 from ..store.records import StudyRecord, record_study
 from .finetune_plan import epoch_steps
@@ -50,11 +51,12 @@ def describe_data(train: Iterable, val: Iterable) -> dict[str, Any]:
 
 
 def measure_baseline(study: optuna.Study, prepared: PreparedModel, val: Iterable,
-                     metric: Callable, threads: int, latency_run_time: float,
+                     metric: Callable, target: Target, rounds: int, block_seconds: float,
                      settings: dict[str, Any]) -> dict[str, Any]:
     """The study's unpruned figures, measured now unless a process already did (then reused).
 
-    The first process to measure also records the model's widths and the run's `settings`.
+    Its latency is the study's reference: every trial's paired speedup is applied to it. The
+    first process to measure also records the model's widths and the run's `settings`.
     """
     baseline = StudyRecord.of(study).baseline
     if baseline is None:  # also a worker whose creator died before measuring it
@@ -63,14 +65,14 @@ def measure_baseline(study: optuna.Study, prepared: PreparedModel, val: Iterable
         with ProgressBar("unpruned model", total=2) as bar:
             accuracy = evaluate(model, val, device, metric)
             bar.update(1)
-            figures = measure(model, prepared.example_inputs, device, threads, latency_run_time)
+            figures = measure(model, prepared.example_inputs, target, rounds, block_seconds)
             bar.update(1)
         baseline = {"accuracy": accuracy, **figures.to_dict()}
         record_study(study, base_channels=kept_out_channels(model), settings={
             "model": model_identifiers(model)[0], "model_source": model_source(model),
             "space": prepared.space.fingerprint(),
             "dimensions": [d.to_dict() for d in prepared.dimensions],
-            "device": str(device), "threads": threads,
+            "device": str(device), "target": target.describe(), "threads": target.threads,
             "batch_size": batch_size_of(prepared.example_inputs),
             "started": datetime.now().isoformat(timespec="seconds"),
             "versions": library_versions(), **settings})

@@ -103,11 +103,11 @@ class Progress:
         front = [candidate_from_trial(t, self.baseline_latency) for t in self.front.update(study)]
         record = TrialRecord.of(trial)
         if trial.state == TrialState.COMPLETE:
-            figures = record.measurement
             skipped = record.skipped_finetune
+            timed = f"({record.speedup:.2f}x)" if record.speedup else "(predicted)"
             what = ("not fine-tuned" if skipped else f"acc {trial.values[0]:6.2%}") + \
-                f" | {figures['latency_ms']:6.2f} ms ({record.speedup:.2f}x)" \
-                f" | {figures['memory_mb']:5.1f} MiB | {trial.params.get('criterion')}"
+                f" | {trial.values[1]:6.2f} ms {timed}" \
+                f" | {trial.values[2]:5.1f} MiB | {trial.params.get('criterion')}"
             if skipped:
                 what += f" | {skipped}"
             if record.stopped_early:

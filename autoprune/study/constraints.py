@@ -18,6 +18,7 @@ HARD_CONSTRAINTS = {
     "params": "parameter count",
     "macs": "multiply-accumulates of one sample's forward pass",
 }
+LATENCY = "latency_ms"
 ACCURACY_DROP = "max_accuracy_drop"
 KNOWN_CONSTRAINTS = {**HARD_CONSTRAINTS,
                      ACCURACY_DROP: "largest allowed drop of the metric below the unpruned model"}

@@ -14,18 +14,27 @@ class SearchOptions:
     """Rarely changed settings of a search; the defaults are what the benchmarks used."""
 
     latency_run_time: float = 0.3  # seconds of timed runs per latency measurement in a trial
+    latency_rounds: int = 7        # rounds of paired timing (pruned, unpruned) per trial
+    calibration_points: int = 8    # pruned copies timed to calibrate the latency model
+    table_block_seconds: float = 0.004  # per timed block of one layer variant in the table
     final_rounds: int = 5          # interleaved rounds when the front is re-measured at the end
     target_trials: int = 15        # a time budget is split so that about this many trials fit
     max_finetune_epochs: int = 3   # the most a time budget gives one trial's fine-tuning
     gradient_batches: int = 2      # batches of gradients for the Taylor criterion
     poll_seconds: float = 2.0      # how often a worker waiting for others' trials looks again
 
+    @property
+    def block_seconds(self) -> float:
+        """One timed block of one model in paired timing: the run time over both models."""
+        return self.latency_run_time / (2 * self.latency_rounds)
+
     def __post_init__(self):
-        for name in ("latency_run_time", "poll_seconds"):
+        for name in ("latency_run_time", "poll_seconds", "table_block_seconds"):
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"SearchOptions.{name} must be positive, "
                                         f"got {getattr(self, name)!r}")
-        for name in ("final_rounds", "target_trials", "max_finetune_epochs"):
+        for name in ("final_rounds", "target_trials", "max_finetune_epochs", "latency_rounds",
+                     "calibration_points"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise InvalidInputError(f"SearchOptions.{name} must be a whole number of at "
                                         f"least 1, got {getattr(self, name)!r}")

@@ -31,6 +31,7 @@ from ..results.pareto import FrontTracker
 from ..results.result import SearchResult
 from ..runtime.evaluate import top1_accuracy
 from ..runtime.measure import Measurement, interleaved_latency_ms
+from ..targets.base import Target, get_target
 from ..runtime.model_io import first_batch, logits_of, resolve_device, run_model, to_device
 from ..store.records import StudyRecord, record_study, record_trial
 from ..store.storage import open_artifact_store, open_storage, redact, storage_url
@@ -40,6 +41,7 @@ from .callbacks import CheckpointRetention, Progress, ReleaseAfterFailure
 from .config import config_from_params, uniform_params
 from .constraints import parse_constraints
 from .finetune_plan import choose_finetune_steps
+from .latency import study_latency_model
 from .opening import (check_same_search, default_study_name, enqueue_references, open_study,
                       requeue_interrupted, search_identity)
 from .options import SearchOptions
@@ -252,7 +254,7 @@ def _run(session: _Session, prepared: PreparedModel, context: TrialContext, budg
         raise
 
 
-def _finish(session: _Session, prepared: PreparedModel, baseline: dict, threads: int,
+def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: Target,
             write_report: bool, options: SearchOptions) -> SearchResult:
     """Re-time the front interleaved with the unpruned model, record the end, write the report."""
     result = session.result(prepared)
@@ -262,9 +264,9 @@ def _finish(session: _Session, prepared: PreparedModel, baseline: dict, threads:
         front = {str(c.trial): result.load(c.trial) for c in result.pareto}
         with ProgressBar("final re-timing", total=options.final_rounds, unit="round") as bar:
             final = interleaved_latency_ms({"baseline": prepared.model, **front},
-                                           prepared.example_inputs, prepared.device, threads,
+                                           prepared.example_inputs, target,
                                            rounds=options.final_rounds,
-                                           min_run_time=options.latency_run_time,
+                                           block_seconds=options.latency_run_time / 2,
                                            on_round=lambda: bar.update(1))
         record_study(session.study, final_latency_ms=final)
         result = session.result(prepared)
@@ -312,6 +314,7 @@ def search(
     val: Iterable,
     constraints: dict[str, float] | None = None,
     device: str | torch.device = "cpu",
+    target: str | None = None,
     metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     search_space: str | Path | SearchSpace | None = None,
@@ -337,7 +340,8 @@ def search(
     study's total of completed trials, across restarts and workers. `train`, `val`: iterables
     of (inputs, targets). The same `study_name` and `storage` resume a study; several processes
     (machines, with PostgreSQL and a shared `artifacts` directory) join it. Returns a
-    `SearchResult` whose `pareto` lists the non-dominated models by latency. `keep_checkpoints`
+    `SearchResult` whose `pareto` lists the non-dominated models by latency. `target`: how
+    latency is timed (targets/; default: PyTorch eager on `device`'s type). `keep_checkpoints`
     "front" deletes the weights of trials off the front; `sampler` replaces multivariate TPE;
     `early_stop_margin` stops a trial a third into fine-tuning when a finished, at least as
     fast trial scored that much better there (None: never; see early_stop.py). Messages go
@@ -351,7 +355,7 @@ def search(
         parsed_budget = parse_budget(budget, trials)
         parsed_constraints = parse_constraints(constraints)
         device, options = resolve_device(device), options or SearchOptions()
-        threads = threads or torch.get_num_threads()
+        timing_target = get_target(target, device, threads)
         metric, loss_fn = metric or top1_accuracy, loss or F.cross_entropy
         ignored_layers = [ignored_layers] if isinstance(ignored_layers, str) else ignored_layers
         space = resolve_search_space(model, search_space)
@@ -367,19 +371,25 @@ def search(
                     "constraints": parsed_constraints, "budget": parsed_budget.describe(),
                     "data": describe_data(train, val), "early_stop_margin": early_stop_margin,
                     **(extra_settings or {})}
-        baseline = measure_baseline(session.study, prepared, val, metric, threads,
-                                    options.latency_run_time, settings)
+        baseline = measure_baseline(session.study, prepared, val, metric, timing_target,
+                                    options.latency_rounds, options.block_seconds, settings)
+        latency_model = study_latency_model(session.study, prepared, timing_target,
+                                            options.calibration_points, options.latency_rounds,
+                                            options.block_seconds, seed,
+                                            options.table_block_seconds)
         # 5. plan fine-tuning, the same for every trial of the study
         steps = _plan_finetuning(session, prepared, parsed_budget, finetune_steps, train,
                                  loss_fn, options)
         # 6. run the trials
         context = TrialContext(
-            prepared=prepared, train=train, val=val, threads=threads, finetune_steps=steps,
+            prepared=prepared, train=train, val=val, target=timing_target,
+            latency_model=latency_model, finetune_steps=steps,
             constraints=parsed_constraints, baseline_accuracy=baseline["accuracy"],
             baseline=_measurement(baseline), artifact_store=session.store, metric=metric,
             loss_fn=loss_fn, gradient_batches=_gradient_batches(train, device, options),
-            latency_run_time=options.latency_run_time, early_stop_margin=early_stop_margin)
+            latency_rounds=options.latency_rounds, block_seconds=options.block_seconds,
+            early_stop_margin=early_stop_margin)
         _run(session, prepared, context, parsed_budget, keep_checkpoints, write_report, started,
              options)
         # 7. finish: re-time the front, report
-        return _finish(session, prepared, baseline, threads, write_report, options)
+        return _finish(session, prepared, baseline, timing_target, write_report, options)

@@ -1,5 +1,12 @@
-"""One trial, start to end: prune -> measure -> check constraints -> fine-tune (stopped early if a
-faster trial is already better part-way, see early_stop.py) -> evaluate -> save.
+"""One trial, start to end: predict its latency -> prune -> measure -> check constraints ->
+fine-tune (stopped early if a faster trial is already better part-way, see early_stop.py) ->
+evaluate -> save.
+
+The latency model (runtime/latency_model.py) predicts the configuration's latency before
+anything is pruned; a prediction that already breaks a latency limit ends the trial there,
+with the excess recorded for the sampler. Every other trial is timed for real, paired with
+the unpruned model (measure.paired_latency): its speedup is the median per-round ratio, and
+its latency that speedup applied to the study's reference latency of the unpruned model.
 
 Everything a trial learns is recorded on the Optuna trial, so a report, a resumed study or
 another worker sees the same facts: objectives, constraint excesses, measured figures and
@@ -10,7 +17,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,12 +27,14 @@ from ..console import ProgressBar
 from ..pruning.prune import kept_out_channels
 from ..runtime.evaluate import evaluate
 from ..runtime.finetune import finetune
-from ..runtime.measure import Measurement, measure
+from ..runtime.latency_model import LatencyModel
+from ..runtime.measure import Measurement, measure_cost, paired_latency
 from ..store.artifacts import upload_checkpoint
 from ..store.checkpoint import save_checkpoint
 from ..store.records import TrialRecord, objective_values, record_seconds, record_trial
 from .config import suggest_config
-from .constraints import accuracy_excess, hard_excess
+from ..targets.base import Target
+from .constraints import LATENCY, accuracy_excess, hard_excess
 from .early_stop import screening_hook
 from .prepared import PreparedModel
 
@@ -37,7 +46,8 @@ class TrialContext:
     prepared: PreparedModel  # the unpruned model, its inputs, space, dimensions and device
     train: Any
     val: Any
-    threads: int
+    target: Target
+    latency_model: LatencyModel
     finetune_steps: int
     constraints: dict[str, float]
     baseline_accuracy: float
@@ -46,7 +56,8 @@ class TrialContext:
     metric: Callable
     loss_fn: Callable
     gradient_batches: list = field(default_factory=list)
-    latency_run_time: float = 0.3
+    latency_rounds: int = 7
+    block_seconds: float = 0.02          # one timed block of one model (SearchOptions)
     early_stop_margin: float | None = None  # None: every trial fine-tunes to the end
 
 
@@ -56,6 +67,10 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     prepared, device = ctx.prepared, ctx.prepared.device
     config = suggest_config(trial, prepared.space, prepared.dimensions)
     record_trial(trial, config=config.to_dict())
+    predicted_ms = ctx.baseline.latency_ms * ctx.latency_model.relative(config.sparsity)
+    record_trial(trial, predicted_latency_ms=predicted_ms)
+    if LATENCY in ctx.constraints and predicted_ms > ctx.constraints[LATENCY]:
+        return _rejected_before_pruning(trial, ctx, predicted_ms)
 
     start = clock()
     pruned = prepared.prune(config.sparsity, config.criterion, ctx.gradient_batches, ctx.loss_fn)
@@ -63,11 +78,15 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     record_trial(trial, kept_channels=kept_out_channels(pruned.model))
 
     start = clock()
-    figures = measure(pruned.model, prepared.example_inputs, device, ctx.threads,
-                      ctx.latency_run_time)
+    paired = paired_latency(pruned.model, prepared.model, prepared.example_inputs, ctx.target,
+                            ctx.latency_rounds, ctx.block_seconds)
+    reference_ms = ctx.baseline.latency_ms
+    figures = measure_cost(pruned.model, prepared.example_inputs, ctx.target,
+                           (reference_ms / paired.speedup,
+                            reference_ms * paired.speedup_spread / paired.speedup ** 2))
     record_seconds(trial, "measure", clock() - start)
-    record_trial(trial, measurement=figures.to_dict(),
-                 speedup=ctx.baseline.latency_ms / figures.latency_ms,
+    record_trial(trial, measurement=figures.to_dict(), speedup=paired.speedup,
+                 paired_latency=paired.to_dict(),
                  mac_reduction=ctx.baseline.macs / max(1, figures.macs))
 
     excess = hard_excess(figures, ctx.constraints)
@@ -114,3 +133,24 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         upload_checkpoint(trial, Path(staging), ctx.artifact_store)
     record_seconds(trial, "save", clock() - start)
     return objective_values(accuracy, figures)
+
+
+def _rejected_before_pruning(trial: optuna.Trial, ctx: TrialContext,
+                             predicted_ms: float) -> tuple[float, float, float]:
+    """End a trial whose predicted latency breaks the limit: nothing is pruned or measured.
+
+    The sampler gets the predicted excess; other hard limits, unknown without pruning, are
+    recorded as met (the trial is infeasible anyway), and its objectives are accuracy 0, the
+    predicted latency and the unpruned memory (an upper bound).
+    """
+    limit = ctx.constraints[LATENCY]
+    excess = {key: 0.0 for key in hard_excess(ctx.baseline, ctx.constraints)}
+    excess[LATENCY] = predicted_ms - limit
+    for key, value in excess.items():
+        trial.set_constraint(key, value)
+    drop_excess = accuracy_excess(ctx.baseline_accuracy, None, ctx.constraints)
+    if drop_excess is not None:
+        trial.set_constraint("max_accuracy_drop", drop_excess)
+    reason = f"predicted latency {predicted_ms:.4g} ms is over the {limit:.4g} ms limit"
+    record_trial(trial, rejected_before_pruning=reason, skipped_finetune=reason)
+    return objective_values(0.0, replace(ctx.baseline, latency_ms=predicted_ms))

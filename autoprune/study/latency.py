@@ -1,0 +1,70 @@
+"""The study's latency model (runtime/latency_model.py): built once per study and target,
+stored with the study, and reused by every later process.
+
+Calibration points are drawn the way trials are: the uniform reference ratios of the space,
+then random configurations from the same search space (Optuna's random sampler on a
+throw-away in-memory study), so the fit covers the region the search will visit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+
+from ..console import ProgressBar
+from ..runtime.latency_model import LatencyModel, build_latency_model
+from ..runtime.measure import paired_latency
+from ..store.records import StudyRecord, record_study
+from ..targets.base import Target
+from .config import config_from_params, suggest_config, uniform_params
+from .prepared import PreparedModel
+
+logger = logging.getLogger(__name__)
+
+
+def calibration_sparsities(prepared: PreparedModel, count: int, seed: int = 0
+                           ) -> list[dict[str, float]]:
+    """`count` sparsities: the space's uniform ratios first, then random draws from the space."""
+    space, dimensions = prepared.space, prepared.dimensions
+    chosen = [config_from_params(uniform_params(space, dimensions, ratio), dimensions,
+                                 space).sparsity for ratio in space.uniform_ratios][:count]
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    while len(chosen) < count:
+        chosen.append(suggest_config(scratch.ask(), space, dimensions).sparsity)
+    return chosen
+
+
+def measured_relative_latency(prepared: PreparedModel, target: Target, sparsity: dict,
+                              rounds: int, block_seconds: float) -> float:
+    """Pruned latency / unpruned latency at `sparsity`, paired (measure.paired_latency)."""
+    pruned = prepared.prune(sparsity).model
+    return 1.0 / paired_latency(pruned, prepared.model, prepared.example_inputs, target,
+                                rounds, block_seconds).speedup
+
+
+def study_latency_model(study: optuna.Study, prepared: PreparedModel, target: Target,
+                        calibration_points: int, rounds: int, block_seconds: float,
+                        seed: int | None = 0, table_block_seconds: float = 0.004
+                        ) -> LatencyModel:
+    """The study's latency model for `target`: stored one reused, else built and stored."""
+    stored = StudyRecord.of(study).latency_model
+    if stored is not None and stored.get("target") == target.name:
+        return LatencyModel.from_dict(stored)
+    sparsities = calibration_sparsities(prepared, calibration_points, seed or 0)
+    logger.info(f"building the latency model: {len(prepared.dimensions)} dimensions' layers "
+                f"timed at {target.describe()}, calibrated on {len(sparsities)} pruned copies ...")
+    with ProgressBar("latency model", total=None, unit="step") as bar:
+        model = build_latency_model(
+            prepared.model, prepared.example_inputs, prepared.dimensions, target,
+            prepared.space.round_to, sparsities,
+            lambda sparsity: measured_relative_latency(prepared, target, sparsity, rounds,
+                                                       block_seconds),
+            on_progress=lambda: bar.update(1), table_block_seconds=table_block_seconds)
+    errors = [abs(point["predicted"] - point["measured"]) / point["measured"]
+              for point in model.calibration]
+    logger.info(f"latency model: {len(model.layers)} layers tabled in {model.build_seconds:.1f} s;"
+                f" calibration error median {sorted(errors)[len(errors) // 2]:.1%}"
+                if errors else f"latency model: {len(model.layers)} layers tabled")
+    record_study(study, latency_model=model.to_dict())
+    return model
