@@ -176,6 +176,12 @@ def _bench_options(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--repeats", type=int, default=1,
                        help="run everything this many times on other selection/test halves and "
                             "seeds; figures are reported as mean, min and max")
+    bench.add_argument("--latency-check", default="", metavar="MODELS",
+                       help="also score the latency model on these timm models (comma-"
+                            "separated, untrained, digits-sized input), e.g. resnet18,"
+                            "mobilenetv3_small_100,deit_tiny_patch16_224")
+    bench.add_argument("--latency-configurations", type=int, default=30,
+                       help="fresh configurations per model in --latency-check")
 
 
 
@@ -338,9 +344,12 @@ def bench_command(args) -> int:
                        finetune_steps=args.finetune_steps, budget_seconds=budget, ratios=ratios,
                        output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
                        early_stop_margin=args.early_stop_margin)
+    checks = [name.strip() for name in args.latency_check.split(",") if name.strip()]
     results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv),
-                        repeats=args.repeats)
+                        repeats=args.repeats, latency_check=checks,
+                        latency_configurations=args.latency_configurations)
     _print_bench_table(results)
+    _print_latency_check(results.get("latency_model_check", []))
     print(f"written: {setup.output_dir}/results.json and comparison.html")
     return 0
 
@@ -352,13 +361,31 @@ def _print_bench_table(results: dict) -> None:
     print(f"test accuracy of the model picked on the selection split, mean of "
           f"{results['repeats']} repeat(s); HV = hypervolume")
     print(f"{'method':<10} {'HV':>7} " + " ".join(f"{k:>7}" for k in speedups)
-          + "  speedup/MACs  overhead")
+          + "  speedup/MACs  overhead  trial~final  pred|err|  pred+-10%")
+
+    def percent(figure, width):
+        return f"{'–':>{width}}" if figure is None else f"{100 * figure['mean']:{width - 1}.1f}%"
+
     for method, s in methods.items():
         cells = " ".join("      –" if v is None else f"{100 * v['mean']:6.2f}%"
                          for v in s["picked_at_speedup"].values())
         print(f"{method:<10} {s['hypervolume']['mean']:7.4f} {cells}  "
               f"{s['speedup_per_mac_reduction_median']['mean']:11.2f}"
-              f"  {100 * s['overhead_share']['mean']:7.1f}%")
+              f"  {percent(s['overhead_share'], 8)}"
+              f"  {percent(s.get('front_speedup_within_10pct'), 11)}"
+              f"  {percent(s.get('prediction_median_abs_error'), 9)}"
+              f"  {percent(s.get('prediction_within_10pct'), 9)}")
+    print("trial~final: front members whose in-trial speedup is within 10 % of the final "
+          "interleaved one; pred: the latency model against the trials' measured latency")
+
+
+def _print_latency_check(checks: list[dict]) -> None:
+    for check in checks:
+        print(f"latency model, {check['model']} ({check['tabled_layers']} layers, built in "
+              f"{check['build_seconds']:.0f} s): median |error| {check['median_abs_error']:.1%}, "
+              f"{check['within_10pct']:.0%} of {check['count']} fresh configurations within "
+              f"+-10 % (speedups {min(check['measured_speedups']):.2f}-"
+              f"{max(check['measured_speedups']):.2f}x)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from autoprune.results.pareto import hypervolume
 from autoprune.results.report import render_report, report_data
 
 
-def synthetic_study(n: int, layers: int = 40) -> optuna.Study:
+def synthetic_study(n: int, layers: int = 40, predict=None) -> optuna.Study:
     """A finished study of `n` trials shaped like autoprune's, with no model behind it."""
     rng = random.Random(0)
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
@@ -33,6 +33,8 @@ def synthetic_study(n: int, layers: int = 40) -> optuna.Study:
                                  "macs": 1000}, "speedup": 40 / latency}
         if state == TrialState.FAIL:
             attrs["failure"] = "RuntimeError: out of memory"
+        elif predict is not None:
+            attrs["predicted_latency_ms"] = predict(number, latency)
         study.add_trial(FrozenTrial(
             number=number, trial_id=number, state=state, value=None, intermediate_values={},
             values=[accuracy, latency, memory] if state == TrialState.COMPLETE else None,
@@ -116,3 +118,19 @@ def test_the_incremental_front_equals_the_front_recomputed_after_every_trial():
     for trial in finished:
         study.add_trial(trial)
         assert [t.number for t in tracker.update(study)] == [t.number for t in front_trials(study)]
+
+
+def test_the_report_sets_predicted_latency_against_measured_with_its_error():
+    # every other prediction 5 % off, the rest 30 % off
+    study = synthetic_study(40, predict=lambda number, measured:
+                            measured * (1.05 if number % 2 else 1.3))
+    study.set_user_attr("latency_model", {"layers": [{}] * 21, "build_seconds": 12.5,
+                                          "calibration": [{}] * 8,
+                                          "coefficients": [0.1, 0.8, 0.1]})
+    data = report_data(study)
+    assert len(data.latency_pairs) == len(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert data.latency_errors["median_abs_error"] == pytest.approx(0.175, abs=0.126)
+    assert 0.4 < data.latency_errors["within_10pct"] < 0.6
+    page = render_report(data)
+    assert 'id="latency-prediction"' in page and "predicted before pruning" in page
+    assert "21 layers tabled and 8 pruned copies timed in 12.5 s" in page

@@ -44,7 +44,10 @@ from ..runtime.evaluate import evaluate
 from ..runtime.finetune import Distillation, finetune
 from ..runtime.measure import count_macs_and_params, interleaved_latency_ms
 from ..runtime.model_io import first_batch, to_device
-from ..store.records import TrialRecord
+from optuna.trial import TrialState
+
+from ..runtime.latency_model import prediction_errors
+from ..store.records import StudyRecord, TrialRecord
 from ..targets import get_target
 from ..study.config import reference_lr
 from ..study.space import resolve_search_space
@@ -73,11 +76,13 @@ class BenchSetup:
     early_stop_margin: float | None = 0.02  # autoprune's (random search never stops early)
     select: Any = None              # what searches and FastNAS choose on (set per seed)
     test: Any = None                # what every reported accuracy is measured on (per seed)
+    latency_figures: dict = None    # per search method: bench.run.latency_figures (per seed)
 
     def __post_init__(self):
         self.space = self.space or resolve_search_space(self.model, None)
         self.example_inputs = to_device(first_batch(self.held_out, "held_out")[0], self.device)
         self.lr = reference_lr(self.space)
+        self.latency_figures = {} if self.latency_figures is None else self.latency_figures
         if self.select is None:
             self.select, self.test = split_holdout(self.held_out, self.seed)
 
@@ -145,10 +150,32 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     work = sum(s.get("finetune", 0) + s.get("evaluate", 0) for s in seconds)
     setup.log(f"  {method}: {len(trials)} trials in {total:.0f} s, front of {len(result.pareto)}")
     share = max(1, len(result.pareto))  # the trials' time, spread over the models they left
+    setup.latency_figures[method] = latency_figures(result.study)
     return [BenchModel(method, f"{method} trial {c.trial}",
                        result.load(c.trial).to(setup.device).eval(),
                        trial_seconds / share, (trial_seconds - work) / share)
             for c in result.pareto]
+
+
+def latency_figures(study: optuna.Study) -> dict[str, Any]:
+    """How far a search's latencies can be trusted: the share of front members whose in-trial
+    (paired) speedup is within 10 % of the final interleaved re-timing, and how well the
+    latency model predicted the trials' measured latency."""
+    record = StudyRecord.of(study)
+    final = record.final_latency_ms or {}
+    agree = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        speedup = TrialRecord.of(trial).speedup
+        if str(trial.number) in final and speedup and "baseline" in final:
+            settled = final["baseline"] / final[str(trial.number)]
+            agree.append(abs(speedup - settled) / settled <= 0.10)
+    pairs = [(TrialRecord.of(t).predicted_latency_ms, TrialRecord.of(t).latency_ms)
+             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    errors = prediction_errors(pairs) or {}
+    return {"front_speedup_within_10pct": sum(agree) / len(agree) if agree else None,
+            "prediction_median_abs_error": errors.get("median_abs_error"),
+            "prediction_within_10pct": errors.get("within_10pct"),
+            "latency_model_seconds": (record.latency_model or {}).get("build_seconds")}
 
 
 def fastnas_sweep(setup: BenchSetup, mac_fractions: list[float],
@@ -248,11 +275,13 @@ def run_once(setup: BenchSetup, methods: tuple[str, ...]) -> dict[str, Any]:
             "splits": {"train": len(setup.train.dataset), "select": len(setup.select.dataset),
                        "test": len(setup.test.dataset)},
             "unpruned": base.figures(), "skipped": skipped,
-            "methods": summarise(models, base, walls), "models": [m.figures() for m in models]}
+            "methods": summarise(models, base, walls, setup.latency_figures),
+            "models": [m.figures() for m in models]}
 
 
 def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: str = "",
-              repeats: int = 1) -> dict[str, Any]:
+              repeats: int = 1, latency_check: list[str] = (),
+              latency_configurations: int = 30) -> dict[str, Any]:
     """Run each method `repeats` times (seeds setup.seed, +1, ...: other selection/test halves,
     samplers and fine-tuning order), and write results.json and comparison.html."""
     unknown = set(methods) - set(METHODS)
@@ -262,9 +291,18 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     setup.output_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now()
+    checks = []
+    if latency_check:
+        from .latency_check import check_latency_model
+
+        target = get_target(None, setup.device, setup.threads)
+        for name in latency_check:
+            setup.log(f"latency model check: {name} ...")
+            checks.append(check_latency_model(name, target, latency_configurations,
+                                              seed=setup.seed))
     runs = []
     for seed in range(setup.seed, setup.seed + repeats):
-        run_setup = replace(setup, seed=seed, select=None, test=None,
+        run_setup = replace(setup, seed=seed, select=None, test=None, latency_figures={},
                             output_dir=setup.output_dir / f"seed-{seed}")
         runs.append(run_once(run_setup, methods))
     results = {
@@ -281,6 +319,7 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
                                  "axis is time saved, 1 - 1/speedup, so a hypervolume is in [0, 1]",
         "unpruned": runs[0]["unpruned"], "skipped": runs[0]["skipped"],
         "repeats": repeats, "methods": aggregate(runs), "runs": runs,
+        "latency_model_check": checks,
     }
     (setup.output_dir / "results.json").write_text(json.dumps(results, indent=1))
     from .report import write_comparison

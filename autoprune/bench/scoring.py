@@ -85,8 +85,13 @@ def picked_at(models: list[BenchModel], base: BenchModel, speedup: float) -> flo
     return max(fast, key=lambda m: (m.select_accuracy, -m.latency_ms)).accuracy
 
 
+LATENCY_FIGURES = ("front_speedup_within_10pct", "prediction_median_abs_error",
+                   "prediction_within_10pct", "latency_model_seconds")
+
+
 def summarise(models: list[BenchModel], base: BenchModel,
-              walls: dict[str, float] | None = None) -> dict[str, Any]:
+              walls: dict[str, float] | None = None,
+              latency: dict[str, dict] | None = None) -> dict[str, Any]:
     """Per method: front, hypervolume, accuracy at matched speedups, speedup per MAC cut, overhead.
 
     Front, hypervolume and interpolated accuracies use the test accuracies of the models the
@@ -113,6 +118,8 @@ def summarise(models: list[BenchModel], base: BenchModel,
             # of the trials' (or sweep points') time, the share that is neither fine-tuning
             # nor evaluation: pruning, measuring, sampling, storage, checkpoints
             "overhead_share": sum(m.overhead_seconds for m in mine) / seconds if seconds else 0.0,
+            # searches only (bench.run.latency_figures): trust in the latencies they saw
+            **{key: (latency or {}).get(method, {}).get(key) for key in LATENCY_FIGURES},
         }
     return summary
 
@@ -132,11 +139,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if not per_run:
             continue
         first = per_run[0]
-        merged[method] = {
+        merged[method] = {  # a figure some repeat lacks (None) is None
             "repeats": len(per_run),
-            **{key: _spread([r[key] for r in per_run])
+            **{key: _spread([r.get(key) for r in per_run])
                for key in ("hypervolume", "speedup_per_mac_reduction_median", "overhead_share",
-                           "wall_seconds")},
+                           "wall_seconds", *LATENCY_FIGURES)},
             **{table: {s: _spread([r[table][s] for r in per_run]) for s in first[table]}
                for table in ("accuracy_at_speedup", "picked_at_speedup")},
         }

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..console import ProgressBar
+from ..runtime.latency_model import prediction_errors
 from ..store.checkpoint import atomic_write_text
 from ..store.records import DIRECTIONS, OBJECTIVE_NAMES, OBJECTIVES, StudyRecord, TrialRecord
 from ..store.storage import STORAGE_ENV, has_password, redact_url
@@ -35,6 +36,7 @@ class TrialRow(NamedTuple):
     status: str  # "front", "dominated", "stopped early", "infeasible", "not fine-tuned", "failed", ...
     accuracy: float | None
     latency_ms: float | None
+    predicted_latency_ms: float | None  # the latency model's, before pruning
     memory_mb: float | None
     speedup: float | None
     params: int | None
@@ -58,6 +60,9 @@ class ReportData(NamedTuple):
     hypervolume: list[tuple[int, float, float]]  # (trial, seconds since start, value)
     importance: dict[str, dict[str, float]]  # objective -> parameter -> importance
     generated: str
+    latency_pairs: list[tuple[int, float, float]] = []  # (trial, predicted, measured in trial)
+    latency_errors: dict | None = None   # latency_model.prediction_errors of those pairs
+    latency_model: dict | None = None    # how the table was built: layers, seconds, fit
 
 
 def _status(trial: FrozenTrial, front: set[int]) -> str:
@@ -84,11 +89,14 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
     return TrialRow(
         number=trial.number, status=status,
         accuracy=trial.values[0] if trial.values and status != "not fine-tuned" else None,
-        latency_ms=figures.get("latency_ms"), memory_mb=figures.get("memory_mb"),
+        latency_ms=figures.get("latency_ms"), predicted_latency_ms=record.predicted_latency_ms,
+        memory_mb=figures.get("memory_mb"),
         speedup=record.speedup, params=figures.get("params"),
         macs=figures.get("macs"), criterion=trial.params.get("criterion"),
         reference=record.reference,
-        note=record.failure or record.skipped_finetune or record.stopped_early or "",
+        note=(record.failure or record.rejected_before_pruning and
+              f"rejected before pruning: {record.rejected_before_pruning}" or
+              record.skipped_finetune or record.stopped_early or ""),
         seconds=seconds, params_searched=dict(trial.params),
         kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None)
 
@@ -142,9 +150,18 @@ def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
     if baseline:
         for trial, value in hypervolume_history(trials, baseline["latency_ms"], baseline["memory_mb"]):
             history.append((trial.number, (trial.datetime_complete - started).total_seconds(), value))
+    pairs = [(t.number, TrialRecord.of(t).predicted_latency_ms, TrialRecord.of(t).latency_ms)
+             for t in trials if t.state == TrialState.COMPLETE]
+    pairs = [pair for pair in pairs if pair[1] is not None and pair[2] is not None]
+    model = record.latency_model
     return ReportData(study.study_name, storage and redact_url(storage), baseline, settings, layers,
                       [base_channels[layer] for layer in layers], rows, history,
-                      _importance(trials), datetime.now().isoformat(timespec="seconds"))
+                      _importance(trials), datetime.now().isoformat(timespec="seconds"),
+                      pairs, prediction_errors((p, m) for _, p, m in pairs),
+                      model and {"layers": len(model["layers"]),
+                                 "build_seconds": model["build_seconds"],
+                                 "calibration_points": len(model["calibration"]),
+                                 "coefficients": model["coefficients"]})
 
 
 _MARKERS = {
@@ -225,6 +242,31 @@ def _hypervolume_figure(data: ReportData):
     return fig
 
 
+def _latency_prediction_figure(data: ReportData):
+    """Predicted (latency model, before pruning) against measured (paired, in the trial)."""
+    import plotly.graph_objects as go
+
+    numbers, predicted, measured = zip(*data.latency_pairs)
+    low, high = min(predicted + measured) * 0.9, max(predicted + measured) * 1.1
+    fig = go.Figure()
+    for factor, name in ((1.0, "prediction = measurement"), (1.1, "+10 %"), (0.9, "-10 %")):
+        fig.add_trace(go.Scatter(x=[low, high], y=[low * factor, high * factor], mode="lines",
+                                 name=name, hoverinfo="skip",
+                                 line=dict(color="#999", dash="solid" if factor == 1 else "dot")))
+    fig.add_trace(go.Scatter(x=predicted, y=measured, mode="markers", name="trial",
+                             customdata=numbers, marker=dict(color="#1f77b4", size=8),
+                             hovertemplate="trial %{customdata}: predicted %{x:.3g} ms, "
+                                           "measured %{y:.3g} ms<extra></extra>"))
+    errors = data.latency_errors
+    fig.update_layout(title=f"Latency model: predicted against measured ({errors['count']} "
+                            f"trials; median |error| {errors['median_abs_error']:.1%}, "
+                            f"{errors['within_10pct']:.0%} within ±10 %)",
+                      xaxis_title="predicted before pruning (ms)",
+                      yaxis_title="measured in the trial, paired (ms)",
+                      template="plotly_white", height=420, legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
 def _importance_figure(data: ReportData):
     import plotly.graph_objects as go
 
@@ -265,7 +307,8 @@ def export_commands(data: ReportData) -> dict[str, str]:
 
 
 def _table(data: ReportData) -> str:
-    columns = ["trial", "status", "accuracy %", "latency ms", "speedup", "memory MiB",
+    columns = ["trial", "status", "accuracy %", "latency ms", "predicted ms", "speedup",
+               "memory MiB",
                "params M", "MACs M", "criterion", "seconds", "reason / note"]
     head = "".join(f"<th data-col='{i}'>{c}</th>" for i, c in enumerate(columns))
 
@@ -276,7 +319,8 @@ def _table(data: ReportData) -> str:
         f"<tr class='{r.status.replace(' ', '-')}' data-trial='{r.number}'>"
         f"<td>{r.number}</td><td>{r.status}</td>"
         f"<td>{cell(None if r.accuracy is None else 100 * r.accuracy, '.2f')}</td>"
-        f"<td>{cell(r.latency_ms, '.3f')}</td><td>{cell(r.speedup, '.2f')}</td>"
+        f"<td>{cell(r.latency_ms, '.3f')}</td><td>{cell(r.predicted_latency_ms, '.3f')}</td>"
+        f"<td>{cell(r.speedup, '.2f')}</td>"
         f"<td>{cell(r.memory_mb, '.1f')}</td>"
         f"<td>{cell(None if r.params is None else r.params / 1e6, '.3f')}</td>"
         f"<td>{cell(None if r.macs is None else r.macs / 1e6, '.2f')}</td>"
@@ -302,6 +346,13 @@ def _summary(data: ReportData) -> str:
                                   f"{base['memory_mb']:.1f} MiB, {base['params'] / 1e6:.2f} M params"))
     if data.hypervolume:
         items.append(("hypervolume", f"{data.hypervolume[-1][2]:.4f}"))
+    if data.latency_model:
+        model, errors = data.latency_model, data.latency_errors
+        told = (f"median |error| {errors['median_abs_error']:.1%}, {errors['within_10pct']:.0%} "
+                f"within ±10 % over {errors['count']} trials; " if errors else "")
+        items.append(("latency model", f"{told}{model['layers']} layers tabled and "
+                                       f"{model['calibration_points']} pruned copies timed in "
+                                       f"{model['build_seconds']:.1f} s"))
     running = counts.get("running", 0)
     if running or not data.settings.get("finished"):
         items.append(("state", f"search still running or stopped early ({running} trials running)"))
@@ -317,6 +368,8 @@ def render_report(data: ReportData) -> str:
                "pareto-memory": _pareto_figure(data, "memory_mb", "Accuracy against memory")}
     if data.hypervolume:
         figures["hypervolume"] = _hypervolume_figure(data)
+    if data.latency_pairs:
+        figures["latency-prediction"] = _latency_prediction_figure(data)
     if data.importance:
         figures["importance"] = _importance_figure(data)
     figures_json = json.dumps({k: json.loads(f.to_json()) for k, f in figures.items()})
@@ -339,6 +392,7 @@ re-measurement where the search got that far.</p>
 <div class="grid"><div id="pareto-latency"></div><div id="pareto-memory"></div></div>
 <div id="card"></div>
 {'<div id="hypervolume"></div>' if "hypervolume" in figures else ''}
+{'<div id="latency-prediction"></div>' if "latency-prediction" in figures else ''}
 {'<div id="importance"></div>' if "importance" in figures else ''}
 <h2>All trials</h2><div class="scroll">{_table(data)}</div>
 <h2>Settings</h2>{settings_table_html(data.settings)}

@@ -19,7 +19,8 @@ function showCard(number) {
   const rows = [
     ['status', t.status + (t.reference ? ' (' + t.reference + ')' : '')],
     ['accuracy', t.accuracy === null ? '–' : fmt(100 * t.accuracy, 2) + ' % (unpruned ' + fmt(100 * base.accuracy, 2) + ' %)'],
-    ['latency', fmt(t.latency_ms, 3) + ' ms, speedup ' + fmt(t.speedup, 2) + 'x'],
+    ['latency', fmt(t.latency_ms, 3) + ' ms, speedup ' + fmt(t.speedup, 2) + 'x (predicted ' +
+     fmt(t.predicted_latency_ms, 3) + ' ms)'],
     ['memory', fmt(t.memory_mb, 1) + ' MiB (unpruned ' + fmt(base.memory_mb, 1) + ' MiB)'],
     ['MACs', t.macs === null ? '–' : fmt(t.macs / 1e6, 2) + ' M, ' + fmt(base.macs / t.macs, 2) + 'x fewer'],
     ['parameters', t.params === null ? '–' : fmt(t.params / 1e6, 3) + ' M, ' + fmt(base.params / t.params, 2) + 'x fewer'],

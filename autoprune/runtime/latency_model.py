@@ -35,7 +35,7 @@ from ..pruning.grouping import PruningDimension
 from ..targets.base import Target
 from .model_io import run_model
 
-LADDER = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9)  # ratios at which each layer is timed
+LADDER = (0.0, 0.25, 0.5, 0.75, 0.9)  # ratios at which each layer is timed
 
 
 def kept_width(channels: int, ratio: float, round_to: int | None = None,
@@ -175,6 +175,15 @@ def _variant(module: nn.Module, in_width: int, out_width: int, depthwise: bool) 
                         bias=module.bias is not None, padding_mode=module.padding_mode)
 
 
+def _monotone(grid: dict[tuple[int, int], float], rows: int, columns: int) -> None:
+    """Make a wider variant at least as slow as every narrower one, in place: timing noise on
+    a layer of microseconds must not teach the search that widening a layer pays."""
+    for i in range(rows):
+        for o in range(columns):
+            grid[(i, o)] = max([grid[(i, o)]] + ([grid[(i - 1, o)]] if i else []) +
+                               ([grid[(i, o - 1)]] if o else []))
+
+
 def _ladder(channels: int, dim: str | None, round_to: int | None, heads: dict[str, int],
             multiple: int = 1) -> list[int]:
     if dim is None:
@@ -241,6 +250,7 @@ def time_layers(model: nn.Module, inputs: Any, dimensions: list[PruningDimension
         samples = target.time_interleaved(runnables, rounds, block_seconds, warmup=1)
         for key, values in samples.items():
             grid[key] = statistics.median(values)
+        _monotone(grid, len(in_widths), len(out_widths))
         elements = math.prod(out_shape) // out_shape[-1 if linear else 1]
         layers.append(LayerTable(
             name, out_dim, None if depthwise else in_dim, out_channels, in_channels, depthwise,
@@ -252,17 +262,36 @@ def time_layers(model: nn.Module, inputs: Any, dimensions: list[PruningDimension
     return LatencyModel(target.name, round_to, heads, layers)
 
 
+def _fit_nonnegative_slopes(features: list[tuple[float, float]], targets: list[float],
+                            weights: list[float]) -> tuple[float, float, float]:
+    """Weighted least squares of y = a + b x1 + c x2 with b, c >= 0: every subset of the two
+    slopes is solved and the best fit with non-negative slopes wins (two slopes: four fits)."""
+    root = torch.tensor(weights, dtype=torch.float64).sqrt().unsqueeze(1)
+    x = torch.tensor(features, dtype=torch.float64)
+    y = torch.tensor(targets, dtype=torch.float64).unsqueeze(1)
+    best, best_error = (1.0, 0.0, 0.0), float("inf")
+    for used in ((0, 1), (0,), (1,), ()):
+        design = torch.cat([torch.ones(len(targets), 1, dtype=torch.float64), x[:, list(used)]],
+                           dim=1)
+        solution = torch.linalg.lstsq(root * design, root * y).solution.squeeze(1)
+        if any(value < 0 for value in solution[1:].tolist()):
+            continue
+        error = float(((root * (design @ solution.unsqueeze(1) - y)) ** 2).sum())
+        if error < best_error - 1e-15:
+            coefficients = [float(solution[0]), 0.0, 0.0]
+            for index, value in zip(used, solution[1:].tolist()):
+                coefficients[1 + index] = value
+            best, best_error = tuple(coefficients), error
+    return best
+
+
 def calibrate(model: LatencyModel, measured: Iterable[tuple[dict[str, float], float]]) -> None:
     """Step 2: fit a, b, c on (sparsity, measured relative latency) pairs; the unpruned model
     (1.0 by definition) is one more point, weighted as several."""
-    from sklearn.linear_model import LinearRegression
-
     points = [({}, 1.0)] + list(measured)
     features = [model.relative_features(sparsity) for sparsity, _ in points]
     weights = [max(3.0, len(points) / 3)] + [1.0] * (len(points) - 1)
-    fit = LinearRegression(positive=True).fit(features, [y for _, y in points],
-                                              sample_weight=weights)
-    model.coefficients = (float(fit.intercept_), float(fit.coef_[0]), float(fit.coef_[1]))
+    model.coefficients = _fit_nonnegative_slopes(features, [y for _, y in points], weights)
     model.calibration = [{"sparsity": sparsity, "measured": y,
                           "predicted": model.relative(sparsity)} for sparsity, y in points[1:]]
 

@@ -82,17 +82,39 @@ def latency_ms(model: nn.Module, inputs: Any, target: Target, rounds: int = 7,
     return statistics.median(samples), interquartile_range(samples)
 
 
+def _ratios(samples: dict[str, list[float]]) -> list[float]:
+    return [ref / own for own, ref in zip(samples["model"], samples["reference"])]
+
+
+def speedup_settled(samples: dict[str, list[float]], tolerance: float) -> bool:
+    """Whether the median per-round speedup is known to about `tolerance` (relative standard
+    error, from the interquartile range as a robust spread)."""
+    ratios = _ratios(samples)
+    if len(ratios) < 3:
+        return False
+    sigma = interquartile_range(ratios) / 1.349
+    return 1.2533 * sigma / len(ratios) ** 0.5 <= tolerance * statistics.median(ratios)
+
+
 def paired_latency(model: nn.Module, reference: nn.Module, inputs: Any, target: Target,
-                   rounds: int = 7, block_seconds: float = 0.02) -> PairedLatency:
-    """`model` timed against `reference`, interleaved round by round (see module docstring)."""
+                   rounds: int = 7, block_seconds: float = 0.02, max_rounds: int | None = None,
+                   tolerance: float = 0.02) -> PairedLatency:
+    """`model` timed against `reference`, interleaved round by round (see module docstring).
+
+    With `max_rounds` above `rounds`, timing goes on while the speedup is not yet known to
+    `tolerance`: a quiet machine stops at `rounds`, a loaded one pays for the certainty.
+    """
     samples = target.time_interleaved({"model": target.runnable(model, inputs),
                                        "reference": target.runnable(reference, inputs)},
-                                      rounds, block_seconds)
-    ratios = [ref / own for own, ref in zip(samples["model"], samples["reference"])]
+                                      rounds, block_seconds,
+                                      settled=lambda s: speedup_settled(s, tolerance),
+                                      max_rounds=max_rounds)
+    ratios = _ratios(samples)
     return PairedLatency(speedup=statistics.median(ratios),
                          speedup_spread=interquartile_range(ratios),
                          model_ms=statistics.median(samples["model"]),
-                         reference_ms=statistics.median(samples["reference"]), rounds=rounds)
+                         reference_ms=statistics.median(samples["reference"]),
+                         rounds=len(ratios))
 
 
 def measure_cost(model: nn.Module, inputs: Any, target: Target,

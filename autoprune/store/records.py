@@ -39,6 +39,7 @@ class TrialRecord:
     speedup: float | None = None          # unpruned latency / this latency, timed paired
     paired_latency: dict | None = None    # runtime.measure.PairedLatency of that timing
     predicted_latency_ms: float | None = None  # the study's latency model, before pruning
+    latency_source: str | None = None     # "paired" (timed) or "predicted..." (why not timed)
     rejected_before_pruning: str | None = None  # a limit the prediction already broke
     mac_reduction: float | None = None
     reference: str | None = None          # "uniform 0.4", "warm start: ..." for enqueued trials

@@ -104,7 +104,8 @@ class Progress:
         record = TrialRecord.of(trial)
         if trial.state == TrialState.COMPLETE:
             skipped = record.skipped_finetune
-            timed = f"({record.speedup:.2f}x)" if record.speedup else "(predicted)"
+            timed = (f"({record.speedup:.2f}x)" if record.latency_source == "paired" else
+                     f"({record.speedup:.2f}x predicted)" if record.speedup else "(predicted)")
             what = ("not fine-tuned" if skipped else f"acc {trial.values[0]:6.2%}") + \
                 f" | {trial.values[1]:6.2f} ms {timed}" \
                 f" | {trial.values[2]:5.1f} MiB | {trial.params.get('criterion')}"

@@ -36,17 +36,18 @@ def calibration_sparsities(prepared: PreparedModel, count: int, seed: int = 0
 
 
 def measured_relative_latency(prepared: PreparedModel, target: Target, sparsity: dict,
-                              rounds: int, block_seconds: float) -> float:
+                              rounds: int, block_seconds: float,
+                              max_rounds: int | None = None) -> float:
     """Pruned latency / unpruned latency at `sparsity`, paired (measure.paired_latency)."""
     pruned = prepared.prune(sparsity).model
     return 1.0 / paired_latency(pruned, prepared.model, prepared.example_inputs, target,
-                                rounds, block_seconds).speedup
+                                rounds, block_seconds, max_rounds).speedup
 
 
 def study_latency_model(study: optuna.Study, prepared: PreparedModel, target: Target,
                         calibration_points: int, rounds: int, block_seconds: float,
-                        seed: int | None = 0, table_block_seconds: float = 0.004
-                        ) -> LatencyModel:
+                        seed: int | None = 0, table_block_seconds: float = 0.004,
+                        max_rounds: int | None = None) -> LatencyModel:
     """The study's latency model for `target`: stored one reused, else built and stored."""
     stored = StudyRecord.of(study).latency_model
     if stored is not None and stored.get("target") == target.name:
@@ -59,7 +60,7 @@ def study_latency_model(study: optuna.Study, prepared: PreparedModel, target: Ta
             prepared.model, prepared.example_inputs, prepared.dimensions, target,
             prepared.space.round_to, sparsities,
             lambda sparsity: measured_relative_latency(prepared, target, sparsity, rounds,
-                                                       block_seconds),
+                                                       block_seconds, max_rounds),
             on_progress=lambda: bar.update(1), table_block_seconds=table_block_seconds)
     errors = [abs(point["predicted"] - point["measured"]) / point["measured"]
               for point in model.calibration]

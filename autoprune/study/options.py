@@ -14,9 +14,10 @@ class SearchOptions:
     """Rarely changed settings of a search; the defaults are what the benchmarks used."""
 
     latency_run_time: float = 0.3  # seconds of timed runs per latency measurement in a trial
-    latency_rounds: int = 7        # rounds of paired timing (pruned, unpruned) per trial
+    latency_rounds: int = 7        # rounds of paired timing (pruned, unpruned) per trial ...
+    latency_max_rounds: int = 21   # ... and up to this many while the speedup is uncertain
     calibration_points: int = 8    # pruned copies timed to calibrate the latency model
-    table_block_seconds: float = 0.004  # per timed block of one layer variant in the table
+    table_block_seconds: float = 0.002  # per timed block of one layer variant in the table
     final_rounds: int = 5          # interleaved rounds when the front is re-measured at the end
     target_trials: int = 15        # a time budget is split so that about this many trials fit
     max_finetune_epochs: int = 3   # the most a time budget gives one trial's fine-tuning
@@ -34,7 +35,7 @@ class SearchOptions:
                 raise InvalidInputError(f"SearchOptions.{name} must be positive, "
                                         f"got {getattr(self, name)!r}")
         for name in ("final_rounds", "target_trials", "max_finetune_epochs", "latency_rounds",
-                     "calibration_points"):
+                     "latency_max_rounds", "calibration_points"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise InvalidInputError(f"SearchOptions.{name} must be a whole number of at "
                                         f"least 1, got {getattr(self, name)!r}")

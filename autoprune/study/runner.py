@@ -376,7 +376,8 @@ def search(
         latency_model = study_latency_model(session.study, prepared, timing_target,
                                             options.calibration_points, options.latency_rounds,
                                             options.block_seconds, seed,
-                                            options.table_block_seconds)
+                                            options.table_block_seconds,
+                                            options.latency_max_rounds)
         # 5. plan fine-tuning, the same for every trial of the study
         steps = _plan_finetuning(session, prepared, parsed_budget, finetune_steps, train,
                                  loss_fn, options)
@@ -388,7 +389,8 @@ def search(
             baseline=_measurement(baseline), artifact_store=session.store, metric=metric,
             loss_fn=loss_fn, gradient_batches=_gradient_batches(train, device, options),
             latency_rounds=options.latency_rounds, block_seconds=options.block_seconds,
-            early_stop_margin=early_stop_margin)
+            latency_max_rounds=options.latency_max_rounds,
+            early_stop_margin=early_stop_margin, save_dominated=keep_checkpoints == "all")
         _run(session, prepared, context, parsed_budget, keep_checkpoints, write_report, started,
              options)
         # 7. finish: re-time the front, report

@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.trial import TrialState
 
 from ..console import ProgressBar
 from ..pruning.prune import kept_out_channels
 from ..runtime.evaluate import evaluate
 from ..runtime.finetune import finetune
 from ..runtime.latency_model import LatencyModel
-from ..runtime.measure import Measurement, measure_cost, paired_latency
+from ..results.pareto import is_feasible
+from ..runtime.measure import Measurement, PairedLatency, measure_cost, paired_latency
 from ..store.artifacts import upload_checkpoint
 from ..store.checkpoint import save_checkpoint
 from ..store.records import TrialRecord, objective_values, record_seconds, record_trial
@@ -57,8 +59,11 @@ class TrialContext:
     loss_fn: Callable
     gradient_batches: list = field(default_factory=list)
     latency_rounds: int = 7
+    latency_max_rounds: int = 21
     block_seconds: float = 0.02          # one timed block of one model (SearchOptions)
     early_stop_margin: float | None = None  # None: every trial fine-tunes to the end
+    prediction_margin: float = 0.15  # how wrong the latency model may be (see _worth_timing)
+    save_dominated: bool = False     # keep_checkpoints="all": save trials never timed too
 
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, float]:
@@ -78,33 +83,17 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     record_trial(trial, kept_channels=kept_out_channels(pruned.model))
 
     start = clock()
-    paired = paired_latency(pruned.model, prepared.model, prepared.example_inputs, ctx.target,
-                            ctx.latency_rounds, ctx.block_seconds)
-    reference_ms = ctx.baseline.latency_ms
-    figures = measure_cost(pruned.model, prepared.example_inputs, ctx.target,
-                           (reference_ms / paired.speedup,
-                            reference_ms * paired.speedup_spread / paired.speedup ** 2))
+    # Latency is the prediction until the trial proves worth timing (see _worth_timing).
+    figures = measure_cost(pruned.model, prepared.example_inputs, ctx.target, (predicted_ms, 0.0))
     record_seconds(trial, "measure", clock() - start)
-    record_trial(trial, measurement=figures.to_dict(), speedup=paired.speedup,
-                 paired_latency=paired.to_dict(),
-                 mac_reduction=ctx.baseline.macs / max(1, figures.macs))
+    _record_figures(trial, ctx, figures, "predicted")
 
-    excess = hard_excess(figures, ctx.constraints)
-    for key, value in excess.items():
-        trial.set_constraint(key, value)
-    violated = {key: value for key, value in excess.items() if value > 0}
-    if violated:
-        # Not worth fine-tuning: the sampler learns from the excess, and we move on.
-        drop_excess = accuracy_excess(ctx.baseline_accuracy, None, ctx.constraints)
-        if drop_excess is not None:
-            trial.set_constraint("max_accuracy_drop", drop_excess)
-        record_trial(trial, skipped_finetune=", ".join(
-            f"{key} over its limit by {value:.4g}" for key, value in violated.items()))
+    if _broken_limits(trial, ctx, figures):  # not worth fine-tuning
         return objective_values(0.0, figures)
 
     start = clock()
     screening = None if ctx.early_stop_margin is None else screening_hook(
-        trial, ctx.finetune_steps, figures.latency_ms, ctx.early_stop_margin,
+        trial, ctx.finetune_steps, predicted_ms, ctx.early_stop_margin,
         lambda: evaluate(pruned.model, ctx.val, device, ctx.metric))
     with ProgressBar(f"trial {trial.number} fine-tuning", total=ctx.finetune_steps,
                      leave=False) as bar:
@@ -124,6 +113,25 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     if drop_excess is not None:
         trial.set_constraint("max_accuracy_drop", drop_excess)
 
+    if not _worth_timing(trial.study, accuracy, figures, ctx.prediction_margin):
+        record_trial(trial, latency_source="predicted: a measured trial dominates it even "
+                                           f"{ctx.prediction_margin:.0%} faster than predicted")
+        if not ctx.save_dominated:
+            return objective_values(accuracy, figures)
+    else:
+        start = clock()
+        paired = paired_latency(pruned.model, prepared.model, prepared.example_inputs,
+                                ctx.target, ctx.latency_rounds, ctx.block_seconds,
+                                ctx.latency_max_rounds)
+        reference_ms = ctx.baseline.latency_ms
+        figures = replace(figures, latency_ms=reference_ms / paired.speedup,
+                          latency_spread_ms=reference_ms * paired.speedup_spread
+                          / paired.speedup ** 2)
+        record_seconds(trial, "measure", screened.seconds.get("measure", 0) + clock() - start)
+        _record_figures(trial, ctx, figures, "paired", paired)
+        for key, value in hard_excess(figures, ctx.constraints).items():
+            trial.set_constraint(key, value)  # the measured latency replaces the prediction
+
     start = clock()
     with tempfile.TemporaryDirectory(prefix="autoprune-trial-") as staging:
         save_checkpoint(staging, pruned.model, prepared.model, pruned.history,
@@ -133,6 +141,48 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         upload_checkpoint(trial, Path(staging), ctx.artifact_store)
     record_seconds(trial, "save", clock() - start)
     return objective_values(accuracy, figures)
+
+
+def _record_figures(trial: optuna.Trial, ctx: TrialContext, figures: Measurement, source: str,
+                    paired: PairedLatency | None = None) -> None:
+    record_trial(trial, measurement=figures.to_dict(), latency_source=source,
+                 speedup=ctx.baseline.latency_ms / figures.latency_ms,
+                 mac_reduction=ctx.baseline.macs / max(1, figures.macs))
+    if paired is not None:
+        record_trial(trial, paired_latency=paired.to_dict())
+
+
+def _broken_limits(trial: optuna.Trial, ctx: TrialContext, figures: Measurement) -> bool:
+    """Record each hard limit's excess (latency: predicted); True when one is broken."""
+    excess = hard_excess(figures, ctx.constraints)
+    for key, value in excess.items():
+        trial.set_constraint(key, value)
+    violated = {key: value for key, value in excess.items() if value > 0}
+    if violated:
+        drop_excess = accuracy_excess(ctx.baseline_accuracy, None, ctx.constraints)
+        if drop_excess is not None:
+            trial.set_constraint("max_accuracy_drop", drop_excess)
+        record_trial(trial, skipped_finetune=", ".join(
+            f"{key} over its limit by {value:.4g}" for key, value in violated.items()))
+    return bool(violated)
+
+
+def _worth_timing(study: optuna.Study, accuracy: float, figures: Measurement,
+                  margin: float) -> bool:
+    """Whether the trial could join the front: no finished, measured trial is at least as
+    accurate, as small and faster than even `margin` below the predicted latency.
+
+    Only such trials are timed for real: the rest are dominated whatever their true latency
+    within the model's error, and keep the prediction (what the front needs is measured).
+    """
+    optimistic = figures.latency_ms * (1 - margin)
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        values = other.values
+        if (values and values[0] >= accuracy and values[1] <= optimistic
+                and values[2] <= figures.memory_mb and is_feasible(other)
+                and TrialRecord.of(other).latency_source == "paired"):
+            return False
+    return True
 
 
 def _rejected_before_pruning(trial: optuna.Trial, ctx: TrialContext,

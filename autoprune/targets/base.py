@@ -77,13 +77,15 @@ class Target:
 
     def time_interleaved(self, runnables: dict[Hashable, Runnable], rounds: int,
                          block_seconds: float, warmup: int = 2,
-                         on_round: Callable[[], None] | None = None
-                         ) -> dict[Hashable, list[float]]:
+                         on_round: Callable[[], None] | None = None,
+                         settled: Callable[[dict], bool] | None = None,
+                         max_rounds: int | None = None) -> dict[Hashable, list[float]]:
         """Milliseconds per inference of each runnable, one figure per round.
 
         Each runnable gets a fixed number of calls per block (about `block_seconds`, at least
         one); within a round the blocks run in turn, in alternating order from round to round,
-        so neither drift nor order favours one of them.
+        so neither drift nor order favours one of them. With `settled`, rounds go on past
+        `rounds` (up to `max_rounds`) until it says the samples so far are enough.
         """
         with self.timing():
             calls = {}
@@ -94,12 +96,15 @@ class Target:
                 calls[key] = max(1, min(100_000, round(block_seconds / max(once, 1e-7))))
             samples: dict[Hashable, list[float]] = {key: [] for key in runnables}
             keys = list(runnables)
-            for index in range(rounds):
+            index = 0
+            while index < rounds or (settled is not None and index < (max_rounds or rounds)
+                                     and not settled(samples)):
                 for key in (keys if index % 2 == 0 else keys[::-1]):
                     seconds = self._block_seconds(runnables[key], calls[key])
                     samples[key].append(seconds * 1e3 / calls[key])
                 if on_round is not None:
                     on_round()
+                index += 1
         return samples
 
 

@@ -1,0 +1,152 @@
+"""The latency model: widths as Torch-Pruning keeps them, predictions that fall with width,
+constraints checked before pruning, and a table stored once per study."""
+
+import pytest
+import torch
+from optuna.trial import TrialState
+from tiny_models import QUICK, TinyResNet
+
+import autoprune.study.prepared
+from autoprune.runtime.latency_model import (LatencyModel, kept_width, prediction_errors,
+                                             time_layers)
+from autoprune.study.prepared import PreparedModel
+from autoprune.study.space import resolve_search_space
+from autoprune.targets import get_target
+
+CPU = get_target("cpu", "cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    torch.manual_seed(0)
+    model = TinyResNet().eval()
+    return PreparedModel.build(model, torch.randn(16, 3, 8, 8), resolve_search_space(model, None))
+
+
+def test_kept_width_follows_torch_pruning_rounding():
+    assert kept_width(64, 0.0) == 64
+    assert kept_width(64, 0.3) == 44                  # int(64 * 0.7)
+    assert kept_width(64, 0.3, round_to=8) == 40      # rounded down to a multiple
+    assert kept_width(64, 0.9, round_to=8) == 64      # it would empty the group: left whole
+    assert kept_width(192, 0.5, heads=3) == 64        # ceil(1.5) = 2 heads of 3 removed
+
+
+def test_predicted_widths_are_those_the_pruned_model_has(prepared):
+    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
+                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
+    sparsity = {dim.name: 0.25 + 0.25 * (i % 3) for i, dim in enumerate(prepared.dimensions)}
+    modules = dict(prepared.prune(sparsity).model.named_modules())
+    widths = model.widths(sparsity)
+    assert widths  # every pruned conv is tabled
+    for name, (in_width, out_width) in widths.items():
+        layer = modules[name]
+        kept = ((layer.in_features, layer.out_features) if isinstance(layer, torch.nn.Linear)
+                else (layer.in_channels, layer.out_channels))
+        assert kept == (in_width, out_width), name
+
+
+def test_prediction_falls_monotonically_as_every_width_shrinks(prepared):
+    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
+                        prepared.space.round_to, rounds=2, block_seconds=0.0005)
+    model.coefficients = (0.1, 0.8, 0.1)
+    predictions = [model.relative({dim.name: ratio for dim in prepared.dimensions})
+                   for ratio in (0.0, 0.2, 0.4, 0.6, 0.8)]
+    assert predictions[0] == pytest.approx(1.0)
+    assert all(wider >= narrower for wider, narrower in zip(predictions, predictions[1:]))
+    assert predictions[-1] < predictions[0]
+
+
+def test_the_model_survives_a_round_trip_through_json_data(prepared):
+    import json
+
+    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
+                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
+    again = LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    sparsity = {dim.name: 0.5 for dim in prepared.dimensions}
+    assert again.relative(sparsity) == model.relative(sparsity)
+
+
+def test_prediction_errors_count_the_share_within_ten_percent():
+    errors = prediction_errors([(1.0, 1.0), (1.05, 1.0), (1.2, 1.0), (0.5, 1.0)])
+    assert errors["count"] == 4
+    assert errors["within_10pct"] == 0.5
+    assert errors["median_abs_error"] == pytest.approx((0.05 + 0.2) / 2)
+
+
+def test_every_completed_trial_records_its_prediction_and_speedup(tiny_search):
+    result = tiny_search(trials=6)
+    completed = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
+    assert len(completed) == 6
+    baseline = result.study.user_attrs["baseline"]["latency_ms"]
+    for trial in completed:
+        assert trial.user_attrs["predicted_latency_ms"] > 0
+        assert trial.values[1] == pytest.approx(baseline / trial.user_attrs["speedup"])
+        if trial.user_attrs["latency_source"] == "paired":
+            assert trial.user_attrs["paired_latency"]["rounds"] >= QUICK.latency_rounds
+        else:  # not timed: its predicted point was dominated by a timed trial
+            assert trial.values[1] == pytest.approx(trial.user_attrs["predicted_latency_ms"])
+    front = {c.trial for c in result.pareto}
+    assert front and all(result.study.trials[n].user_attrs["latency_source"] == "paired"
+                         for n in front)
+
+
+def test_only_a_trial_that_could_join_the_front_is_timed():
+    import optuna
+
+    from autoprune.runtime.measure import Measurement
+    from autoprune.study.trial import _worth_timing
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.enqueue_trial({}, user_attrs={"latency_source": "paired"})
+    study.optimize(lambda t: (0.9, 10.0, 5.0), n_trials=1)
+
+    def figures(latency_ms, memory_mb=5.0):
+        return Measurement(latency_ms, 0.0, memory_mb, memory_mb, 0.0, 1, 1)
+
+    assert not _worth_timing(study, 0.8, figures(20.0), margin=0.15)  # slower and worse
+    assert _worth_timing(study, 0.8, figures(11.0), margin=0.15)      # might be faster
+    assert _worth_timing(study, 0.95, figures(20.0), margin=0.15)     # more accurate
+    assert _worth_timing(study, 0.8, figures(20.0, memory_mb=1.0), margin=0.15)  # smaller
+
+
+def test_a_latency_limit_rejects_before_pruning_and_records_the_excess(tiny_search,
+                                                                       monkeypatch):
+    real, calls = autoprune.study.prepared.prune_copy, []
+    monkeypatch.setattr(autoprune.study.prepared, "prune_copy",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = tiny_search(trials=3, constraints={"latency_ms": 1e-6})
+    # the pre-flight check and the latency model's calibration copies; no trial prunes
+    assert len(calls) == 1 + QUICK.calibration_points
+    completed = [t for t in result.study.trials if t.state == TrialState.COMPLETE]
+    assert len(completed) == 3
+    for trial in completed:
+        predicted = trial.user_attrs["predicted_latency_ms"]
+        assert "predicted latency" in trial.user_attrs["rejected_before_pruning"]
+        assert "measurement" not in trial.user_attrs
+        assert trial.constraints["latency_ms"] == pytest.approx(predicted - 1e-6)
+    assert result.pareto == []
+
+
+def test_a_resumed_study_or_a_joining_worker_reuses_the_stored_table(tiny_search, monkeypatch):
+    model = TinyResNet()
+    first = tiny_search(model=model, trials=2)
+    stored = first.study.user_attrs["latency_model"]
+
+    def must_not_rebuild(*args, **kwargs):
+        raise AssertionError("the latency table was built again")
+
+    monkeypatch.setattr(autoprune.study.latency, "build_latency_model", must_not_rebuild)
+    second = tiny_search(model=model, trials=3)
+    assert second.study.user_attrs["latency_model"] == stored
+    assert len([t for t in second.study.trials if t.state == TrialState.COMPLETE]) == 3
+
+
+def test_calibration_fits_a_known_relation_with_non_negative_slopes():
+    from autoprune.runtime.latency_model import _fit_nonnegative_slopes
+
+    features = [(1.0, 1.0), (0.5, 0.8), (0.3, 0.2), (0.7, 0.4)]
+    exact = [0.1 + 0.6 * a + 0.3 * b for a, b in features]
+    assert _fit_nonnegative_slopes(features, exact, [1] * 4) == pytest.approx((0.1, 0.6, 0.3))
+    falling = [1.2 - 0.5 * b + 0.1 * a for a, b in features]  # a negative slope is not allowed
+    a, b, c = _fit_nonnegative_slopes(features, falling, [1] * 4)
+    assert b >= 0 and c >= 0
