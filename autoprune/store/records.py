@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial
 OBJECTIVES = (("accuracy", "maximize"), ("latency_ms", "minimize"), ("memory_mb", "minimize"))
 OBJECTIVE_NAMES = tuple(name for name, _ in OBJECTIVES)
 DIRECTIONS = tuple(direction for _, direction in OBJECTIVES)
-TRIAL_STEPS = ("prune", "measure", "finetune", "evaluate", "save")  # timed as seconds_<step>
+TRIAL_STEPS = ("sample", "prune", "measure", "finetune", "evaluate", "save")  # seconds_<step>
 
 
 def objective_values(accuracy: float, measurement: Any) -> tuple[float, float, float]:

@@ -15,7 +15,7 @@ class SearchOptions:
 
     latency_run_time: float = 0.3  # seconds of timed runs per latency measurement in a trial
     latency_rounds: int = 7        # rounds of paired timing (pruned, unpruned) per trial ...
-    latency_max_rounds: int = 21   # ... and up to this many while the speedup is uncertain
+    latency_max_rounds: int = 15   # ... and up to this many while the speedup is uncertain
     calibration_points: int = 8    # pruned copies timed to calibrate the latency model
     table_block_seconds: float = 0.002  # per timed block of one layer variant in the table
     final_rounds: int = 5          # interleaved rounds when the front is re-measured at the end

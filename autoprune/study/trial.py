@@ -59,7 +59,7 @@ class TrialContext:
     loss_fn: Callable
     gradient_batches: list = field(default_factory=list)
     latency_rounds: int = 7
-    latency_max_rounds: int = 21
+    latency_max_rounds: int = 15
     block_seconds: float = 0.02          # one timed block of one model (SearchOptions)
     early_stop_margin: float | None = None  # None: every trial fine-tunes to the end
     prediction_margin: float = 0.15  # how wrong the latency model may be (see _worth_timing)
@@ -70,7 +70,9 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     """Run one trial and return its objectives; raises (failing only this trial) on errors."""
     clock = time.perf_counter
     prepared, device = ctx.prepared, ctx.prepared.device
-    config = suggest_config(trial, prepared.space, prepared.dimensions)
+    start = clock()
+    config = suggest_config(trial, prepared.space, prepared.dimensions)  # the sampler runs here
+    record_seconds(trial, "sample", clock() - start)
     record_trial(trial, config=config.to_dict())
     predicted_ms = ctx.baseline.latency_ms * ctx.latency_model.relative(config.sparsity)
     record_trial(trial, predicted_latency_ms=predicted_ms)

@@ -90,9 +90,9 @@ class Target:
         with self.timing():
             calls = {}
             for key, run in runnables.items():
-                for _ in range(warmup):
+                for _ in range(max(0, warmup - 1)):
                     run()
-                once = min(self._block_seconds(run, 1) for _ in range(2))
+                once = self._block_seconds(run, 1)  # the last warm-up call sizes the blocks
                 calls[key] = max(1, min(100_000, round(block_seconds / max(once, 1e-7))))
             samples: dict[Hashable, list[float]] = {key: [] for key in runnables}
             keys = list(runnables)
