@@ -110,3 +110,25 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
     assert "Plotly.newPlot" in page and "<script src" not in page
     printed = capsys.readouterr().out
     assert "autoprune" in printed and "results.json" in printed
+
+
+def test_latency_figures_compare_in_trial_speedups_with_the_final_re_timing():
+    import optuna
+
+    from autoprune.bench.run import latency_figures
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    trials = [  # (speedup in the trial, predicted ms, how it was timed)
+        (2.0, 10.5, "paired"), (4.0, 5.0, "paired"), (3.0, 6.0, "predicted: dominated")]
+    for speedup, predicted, source in trials:
+        study.enqueue_trial({}, user_attrs={
+            "speedup": speedup, "predicted_latency_ms": predicted, "latency_source": source,
+            "measurement": {"latency_ms": 20.0 / speedup}})
+        study.optimize(lambda t: (0.9, 1.0, 1.0), n_trials=1)
+    # final re-timing: trial 0 at 2.1x (within 10 %), trial 1 at 3.0x (not)
+    study.set_user_attr("final_latency_ms", {"baseline": 21.0, "0": 10.0, "1": 7.0})
+    figures = latency_figures(study)
+    assert figures["front_speedup_within_10pct"] == 0.5
+    # only timed trials count: 10.5 against 10 (5 % off), 5 against 5 (exact)
+    assert figures["prediction_within_10pct"] == 1.0
+    assert figures["prediction_median_abs_error"] == pytest.approx(0.025)

@@ -47,7 +47,7 @@ from ..runtime.model_io import first_batch, to_device
 from optuna.trial import TrialState
 
 from ..runtime.latency_model import prediction_errors
-from ..store.records import StudyRecord, TrialRecord
+from ..store.records import StudyRecord, TrialRecord, timed_against_predicted
 from ..targets import get_target
 from ..study.config import reference_lr
 from ..study.space import resolve_search_space
@@ -169,9 +169,8 @@ def latency_figures(study: optuna.Study) -> dict[str, Any]:
         if str(trial.number) in final and speedup and "baseline" in final:
             settled = final["baseline"] / final[str(trial.number)]
             agree.append(abs(speedup - settled) / settled <= 0.10)
-    pairs = [(TrialRecord.of(t).predicted_latency_ms, TrialRecord.of(t).latency_ms)
-             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    errors = prediction_errors(pairs) or {}
+    pairs = timed_against_predicted(study.get_trials(deepcopy=False))
+    errors = prediction_errors((predicted, timed) for _, predicted, timed in pairs) or {}
     return {"front_speedup_within_10pct": sum(agree) / len(agree) if agree else None,
             "prediction_median_abs_error": errors.get("median_abs_error"),
             "prediction_within_10pct": errors.get("within_10pct"),

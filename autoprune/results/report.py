@@ -22,7 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ..console import ProgressBar
 from ..runtime.latency_model import prediction_errors
 from ..store.checkpoint import atomic_write_text
-from ..store.records import DIRECTIONS, OBJECTIVE_NAMES, OBJECTIVES, StudyRecord, TrialRecord
+from ..store.records import (DIRECTIONS, OBJECTIVE_NAMES, OBJECTIVES, StudyRecord, TrialRecord,
+                             timed_against_predicted)
 from ..store.storage import STORAGE_ENV, has_password, redact_url
 from .pareto import front_trials, hypervolume_history, is_feasible
 from .report_page import CSS, SCRIPT
@@ -60,7 +61,7 @@ class ReportData(NamedTuple):
     hypervolume: list[tuple[int, float, float]]  # (trial, seconds since start, value)
     importance: dict[str, dict[str, float]]  # objective -> parameter -> importance
     generated: str
-    latency_pairs: list[tuple[int, float, float]] = []  # (trial, predicted, measured in trial)
+    latency_pairs: list[tuple[int, float, float]] = []  # (trial, predicted, timed in the trial)
     latency_errors: dict | None = None   # latency_model.prediction_errors of those pairs
     latency_model: dict | None = None    # how the table was built: layers, seconds, fit
 
@@ -150,9 +151,7 @@ def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
     if baseline:
         for trial, value in hypervolume_history(trials, baseline["latency_ms"], baseline["memory_mb"]):
             history.append((trial.number, (trial.datetime_complete - started).total_seconds(), value))
-    pairs = [(t.number, TrialRecord.of(t).predicted_latency_ms, TrialRecord.of(t).latency_ms)
-             for t in trials if t.state == TrialState.COMPLETE]
-    pairs = [pair for pair in pairs if pair[1] is not None and pair[2] is not None]
+    pairs = timed_against_predicted(trials)
     model = record.latency_model
     return ReportData(study.study_name, storage and redact_url(storage), baseline, settings, layers,
                       [base_channels[layer] for layer in layers], rows, history,

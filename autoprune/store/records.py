@@ -70,6 +70,18 @@ class TrialRecord:
 _TRIAL_KEYS = {f.name for f in fields(TrialRecord)} - {"seconds"}
 
 
+def timed_against_predicted(trials: list[FrozenTrial]) -> list[tuple[int, float, float]]:
+    """(trial number, predicted latency, latency timed in the trial) of every completed trial
+    that was timed for real (a trial left untimed carries its prediction as its latency)."""
+    pairs = []
+    for trial in trials:
+        record = TrialRecord.of(trial)
+        if (trial.state == optuna.trial.TrialState.COMPLETE and record.latency_source == "paired"
+                and record.predicted_latency_ms is not None and record.latency_ms is not None):
+            pairs.append((trial.number, record.predicted_latency_ms, record.latency_ms))
+    return pairs
+
+
 def record_trial(trial: optuna.Trial, **facts: Any) -> None:
     """Record facts on a running trial; each keyword must be a `TrialRecord` field."""
     for key, value in facts.items():
