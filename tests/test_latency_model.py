@@ -150,3 +150,18 @@ def test_calibration_fits_a_known_relation_with_non_negative_slopes():
     falling = [1.2 - 0.5 * b + 0.1 * a for a, b in features]  # a negative slope is not allowed
     a, b, c = _fit_nonnegative_slopes(features, falling, [1] * 4)
     assert b >= 0 and c >= 0
+
+
+def test_calibration_sets_aside_a_reading_caught_by_a_burst_of_load(prepared):
+    from autoprune.runtime.latency_model import calibrate
+
+    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
+                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
+    sparsities = [{dim.name: ratio for dim in prepared.dimensions}
+                  for ratio in (0.1, 0.3, 0.5, 0.7, 0.2, 0.6)]
+    truth = [0.05 + 0.95 * model.relative_features(s)[0] for s in sparsities]
+    readings = truth[:5] + [truth[5] * 2.5]  # the last one read while another job ran
+    calibrate(model, list(zip(sparsities, readings)))
+    assert [point["outlier"] for point in model.calibration] == [False] * 5 + [True]
+    for sparsity, expected in zip(sparsities, truth):
+        assert model.relative(sparsity) == pytest.approx(expected, rel=0.02)

@@ -11,7 +11,8 @@ Built once per search and target, before the first trial, in two steps:
    activations, additions, framework overhead, fused kernels) is fitted from a few pruned
    copies timed against the unpruned model (paired): relative latency =
    a + b * (table time relative to unpruned) + c * (output elements relative to unpruned),
-   non-negative least squares.
+   least squares with b, c >= 0, leaving out a point far off the fit of the others (a
+   reading caught by a burst of load on a shared machine).
 
 Predictions are relative to the unpruned model, so they are applied to the study's reference
 latency just like a trial's measured speedup. The model is plain data (`to_dict`), stored with
@@ -290,10 +291,29 @@ def calibrate(model: LatencyModel, measured: Iterable[tuple[dict[str, float], fl
     (1.0 by definition) is one more point, weighted as several."""
     points = [({}, 1.0)] + list(measured)
     features = [model.relative_features(sparsity) for sparsity, _ in points]
+    targets = [y for _, y in points]
     weights = [max(3.0, len(points) / 3)] + [1.0] * (len(points) - 1)
-    model.coefficients = _fit_nonnegative_slopes(features, [y for _, y in points], weights)
+
+    def fit(used: list[int]) -> tuple[float, float, float]:
+        return _fit_nonnegative_slopes([features[i] for i in used], [targets[i] for i in used],
+                                       [weights[i] for i in used])
+
+    # A reading caught by a burst of load is far off the fit of the other points: each point
+    # is predicted from a fit without it, and one far worse than the rest is left out (the
+    # unpruned point is exact and always stays).
+    errors = {}
+    for i in range(1, len(points)):
+        a, b, c = fit([j for j in range(len(points)) if j != i])
+        predicted = max(1e-6, a + b * features[i][0] + c * features[i][1])
+        errors[i] = abs(math.log(predicted / targets[i]))  # a ratio: high and low alike
+    limit = max(0.05, 3 * statistics.median(errors.values())) if errors else 0.0
+    outliers = {i for i, error in errors.items() if error > limit}
+    if len(points) - len(outliers) < 4:
+        outliers = set()
+    model.coefficients = fit([i for i in range(len(points)) if i not in outliers])
     model.calibration = [{"sparsity": sparsity, "measured": y,
-                          "predicted": model.relative(sparsity)} for sparsity, y in points[1:]]
+                          "predicted": model.relative(sparsity), "outlier": i + 1 in outliers}
+                         for i, (sparsity, y) in enumerate(points[1:])]
 
 
 def build_latency_model(model: nn.Module, inputs: Any, dimensions: list[PruningDimension],
