@@ -331,8 +331,10 @@ def bench_command(args) -> int:
     if not all(0 < r < 1 for r in ratios):
         raise InvalidInputError(f"--ratios must lie in (0, 1), got {args.ratios}")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if not methods or set(methods) - set(METHODS):
-        raise InvalidInputError(f"--methods {args.methods!r}: choose from {', '.join(METHODS)}")
+    checks = [name.strip() for name in args.latency_check.split(",") if name.strip()]
+    if (not methods and not checks) or set(methods) - set(METHODS):
+        raise InvalidInputError(f"--methods {args.methods!r}: choose from {', '.join(METHODS)} "
+                                "(none only with --latency-check)")
     budget = parse_budget(args.budget, None).seconds
     if args.repeats < 1:
         raise InvalidInputError(f"--repeats must be at least 1, got {args.repeats}")
@@ -344,19 +346,21 @@ def bench_command(args) -> int:
                        finetune_steps=args.finetune_steps, budget_seconds=budget, ratios=ratios,
                        output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
                        early_stop_margin=args.early_stop_margin)
-    checks = [name.strip() for name in args.latency_check.split(",") if name.strip()]
     results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv),
                         repeats=args.repeats, latency_check=checks,
                         latency_configurations=args.latency_configurations)
     _print_bench_table(results)
     _print_latency_check(results.get("latency_model_check", []))
-    print(f"written: {setup.output_dir}/results.json and comparison.html")
+    print(f"written: {setup.output_dir}/results.json" +
+          (" and comparison.html" if results["runs"] else ""))
     return 0
 
 
 def _print_bench_table(results: dict) -> None:
     """The picked-model accuracies (means over repeats) as a plain-text table."""
     methods = results["methods"]
+    if not methods:
+        return
     speedups = list(next(iter(methods.values()))["picked_at_speedup"])
     print(f"test accuracy of the model picked on the selection split, mean of "
           f"{results['repeats']} repeat(s); HV = hypervolume")

@@ -68,3 +68,14 @@ def test_paired_latency_leaves_the_callers_thread_count_alone():
     paired_latency(nn.Linear(8, 8), nn.Linear(8, 8), torch.randn(4, 8),
                    get_target("cpu", "cpu", threads=1), rounds=2, block_seconds=0.001)
     assert torch.get_num_threads() == before
+
+
+def test_the_final_re_timing_gives_each_model_its_median_speedup_over_the_reference():
+    from autoprune.runtime.measure import interleaved_against_reference
+
+    small = nn.Sequential(nn.Linear(64, 64))
+    big = nn.Sequential(*[nn.Linear(64, 64) for _ in range(16)])
+    result = interleaved_against_reference({"7": small}, big, torch.randn(256, 64), CPU,
+                                           rounds=5, block_seconds=0.005)
+    assert set(result) == {"reference", "7"}
+    assert result["reference"] / result["7"] > 2  # sixteen layers against one

@@ -300,7 +300,7 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
             checks.append(check_latency_model(name, target, latency_configurations,
                                               seed=setup.seed))
     runs = []
-    for seed in range(setup.seed, setup.seed + repeats):
+    for seed in range(setup.seed, setup.seed + repeats) if methods else ():
         run_setup = replace(setup, seed=seed, select=None, test=None, latency_figures={},
                             output_dir=setup.output_dir / f"seed-{seed}")
         runs.append(run_once(run_setup, methods))
@@ -313,14 +313,16 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
                    "lr": setup.lr, "kd_alpha": RECIPE_DISTILLATION.alpha,
                    "kd_temperature": RECIPE_DISTILLATION.temperature,
                    "budget_seconds_per_search": setup.budget_seconds, "ratios": list(setup.ratios)},
-        "splits": runs[0]["splits"],
+        "splits": runs[0]["splits"] if runs else None,
         "hypervolume_reference": "speedup 1 (the unpruned latency) and accuracy 0; the speedup "
                                  "axis is time saved, 1 - 1/speedup, so a hypervolume is in [0, 1]",
-        "unpruned": runs[0]["unpruned"], "skipped": runs[0]["skipped"],
+        "unpruned": runs[0]["unpruned"] if runs else None,
+        "skipped": runs[0]["skipped"] if runs else {},
         "repeats": repeats, "methods": aggregate(runs), "runs": runs,
         "latency_model_check": checks,
     }
     (setup.output_dir / "results.json").write_text(json.dumps(results, indent=1))
-    from .report import write_comparison
-    write_comparison(results, setup.output_dir / "comparison.html")
+    if runs:
+        from .report import write_comparison
+        write_comparison(results, setup.output_dir / "comparison.html")
     return results

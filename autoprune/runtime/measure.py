@@ -147,3 +147,24 @@ def interleaved_latency_ms(models: dict[Hashable, nn.Module], inputs: Any, targe
     runnables = {key: target.runnable(model, inputs) for key, model in models.items()}
     samples = target.time_interleaved(runnables, rounds, block_seconds, on_round=on_round)
     return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def interleaved_against_reference(models: dict[Hashable, nn.Module], reference: nn.Module,
+                                  inputs: Any, target: Target, rounds: int = 5,
+                                  block_seconds: float = 0.05,
+                                  on_round: Callable[[], None] | None = None
+                                  ) -> dict[Hashable, float]:
+    """Several models and a reference, interleaved round by round: each model's latency is
+    the reference's median divided by the model's median per-round speedup (a ratio within
+    one round, as in `paired_latency`); the reference's own median is under "reference"."""
+    runnables = {"reference": target.runnable(reference, inputs),
+                 **{("model", key): target.runnable(model, inputs)
+                    for key, model in models.items()}}
+    samples = target.time_interleaved(runnables, rounds, block_seconds, on_round=on_round)
+    reference_ms = statistics.median(samples["reference"])
+    latencies: dict[Hashable, float] = {"reference": reference_ms}
+    for key in models:
+        speedups = [ref / own for own, ref in zip(samples[("model", key)],
+                                                  samples["reference"])]
+        latencies[key] = reference_ms / statistics.median(speedups)
+    return latencies

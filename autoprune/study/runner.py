@@ -30,7 +30,7 @@ from ..pruning.grouping import check_prunable
 from ..results.pareto import FrontTracker
 from ..results.result import SearchResult
 from ..runtime.evaluate import top1_accuracy
-from ..runtime.measure import Measurement, interleaved_latency_ms
+from ..runtime.measure import Measurement, interleaved_against_reference
 from ..targets.base import Target, get_target
 from ..runtime.model_io import first_batch, logits_of, resolve_device, run_model, to_device
 from ..store.records import StudyRecord, record_study, record_trial
@@ -263,11 +263,12 @@ def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: 
                     "unpruned model ...")
         front = {str(c.trial): result.load(c.trial) for c in result.pareto}
         with ProgressBar("final re-timing", total=options.final_rounds, unit="round") as bar:
-            final = interleaved_latency_ms({"baseline": prepared.model, **front},
-                                           prepared.example_inputs, target,
-                                           rounds=options.final_rounds,
-                                           block_seconds=options.latency_run_time / 2,
-                                           on_round=lambda: bar.update(1))
+            final = interleaved_against_reference(front, prepared.model,
+                                                  prepared.example_inputs, target,
+                                                  rounds=options.final_rounds,
+                                                  block_seconds=options.latency_run_time / 2,
+                                                  on_round=lambda: bar.update(1))
+        final["baseline"] = final.pop("reference")
         record_study(session.study, final_latency_ms=final)
         result = session.result(prepared)
     record_study(session.study, finished=datetime.now().isoformat(timespec="seconds"))
