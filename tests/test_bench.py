@@ -85,7 +85,9 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
     model = timm.create_model("resnet18", num_classes=10, **narrow)
     checkpoint = save_timm_checkpoint(model.eval(), "resnet18", 10, tmp_path / "tiny.safetensors",
                                       {"timm_kwargs": narrow})
-    code = main(["bench", "--model", str(checkpoint), "--budget", "6s", "--finetune-steps", "2",
+    # the budget covers each search's set-up too: measuring the unpruned model and building
+    # its latency model take several seconds of it before the first trial
+    code = main(["bench", "--model", str(checkpoint), "--budget", "25s", "--finetune-steps", "2",
                  "--ratios", "0.2,0.4", "--threads", "1", "--output-dir", str(tmp_path),
                  "--name", "ci", "--repeats", "2"])
     assert code == 0
