@@ -165,3 +165,14 @@ def test_calibration_sets_aside_a_reading_caught_by_a_burst_of_load(prepared):
     assert [point["outlier"] for point in model.calibration] == [False] * 5 + [True]
     for sparsity, expected in zip(sparsities, truth):
         assert model.relative(sparsity) == pytest.approx(expected, rel=0.02)
+
+
+def test_the_reference_latency_is_settled_over_the_calibrations_readings(tiny_search):
+    import statistics
+
+    result = tiny_search(trials=2)
+    baseline = result.study.user_attrs["baseline"]
+    readings = result.study.user_attrs["latency_model"]["reference_ms"]
+    assert len(readings) == QUICK.calibration_points
+    assert baseline["latency_ms"] == pytest.approx(
+        statistics.median([baseline["first_latency_ms"], *readings]))

@@ -98,6 +98,8 @@ class LatencyModel:
     coefficients: tuple[float, float, float] = (0.0, 1.0, 0.0)  # a, b, c (module docstring)
     calibration: list[dict] = field(default_factory=list)  # {"sparsity", "measured", "predicted"}
     build_seconds: float = 0.0
+    reference_ms: list[float] = field(default_factory=list)  # the unpruned model's readings
+    # in the calibration's paired timings, spread over the build
 
     def _kept(self, channels: int, dim: str | None, sparsity: dict[str, float]) -> int:
         if dim is None:

@@ -9,12 +9,13 @@ throw-away in-memory study), so the fit covers the region the search will visit.
 from __future__ import annotations
 
 import logging
+import statistics
 
 import optuna
 
 from ..console import ProgressBar
 from ..runtime.latency_model import LatencyModel, build_latency_model
-from ..runtime.measure import paired_latency
+from ..runtime.measure import PairedLatency, paired_latency
 from ..store.records import StudyRecord, record_study
 from ..targets.base import Target
 from .config import config_from_params, suggest_config, uniform_params
@@ -35,13 +36,38 @@ def calibration_sparsities(prepared: PreparedModel, count: int, seed: int = 0
     return chosen
 
 
+def paired_at(prepared: PreparedModel, target: Target, sparsity: dict, rounds: int,
+              block_seconds: float, max_rounds: int | None = None) -> PairedLatency:
+    """The copy pruned at `sparsity` timed against the unpruned model (measure.paired_latency)."""
+    pruned = prepared.prune(sparsity).model
+    return paired_latency(pruned, prepared.model, prepared.example_inputs, target, rounds,
+                          block_seconds, max_rounds)
+
+
 def measured_relative_latency(prepared: PreparedModel, target: Target, sparsity: dict,
                               rounds: int, block_seconds: float,
                               max_rounds: int | None = None) -> float:
-    """Pruned latency / unpruned latency at `sparsity`, paired (measure.paired_latency)."""
-    pruned = prepared.prune(sparsity).model
-    return 1.0 / paired_latency(pruned, prepared.model, prepared.example_inputs, target,
-                                rounds, block_seconds, max_rounds).speedup
+    """Pruned latency / unpruned latency at `sparsity`, paired."""
+    return 1.0 / paired_at(prepared, target, sparsity, rounds, block_seconds,
+                           max_rounds).speedup
+
+
+def settled_reference(study: optuna.Study, baseline: dict,
+                      latency_model: LatencyModel) -> dict:
+    """The study's unpruned figures with a reference latency that one moment's load cannot
+    set: the median of the first reading and the calibration's readings of the unpruned model
+    (taken over the model's build, seconds apart). Done once, before the first trial, by the
+    process that built the model; every later process reads the settled figure."""
+    if "first_latency_ms" in baseline or not latency_model.reference_ms:
+        return baseline
+    readings = [baseline["latency_ms"], *latency_model.reference_ms]
+    settled = {**baseline, "latency_ms": statistics.median(readings),
+               "first_latency_ms": baseline["latency_ms"]}
+    record_study(study, baseline=settled)
+    if abs(settled["latency_ms"] / baseline["latency_ms"] - 1) > 0.1:
+        logger.info(f"unpruned latency settled at {settled['latency_ms']:.2f} ms over "
+                    f"{len(readings)} readings (first reading {baseline['latency_ms']:.2f} ms)")
+    return settled
 
 
 def study_latency_model(study: optuna.Study, prepared: PreparedModel, target: Target,
@@ -55,13 +81,19 @@ def study_latency_model(study: optuna.Study, prepared: PreparedModel, target: Ta
     sparsities = calibration_sparsities(prepared, calibration_points, seed or 0)
     logger.info(f"building the latency model: {len(prepared.dimensions)} dimensions' layers "
                 f"timed at {target.describe()}, calibrated on {len(sparsities)} pruned copies ...")
+    references = []
+
+    def relative(sparsity: dict) -> float:
+        paired = paired_at(prepared, target, sparsity, rounds, block_seconds, max_rounds)
+        references.append(paired.reference_ms)
+        return 1.0 / paired.speedup
+
     with ProgressBar("latency model", total=None, unit="step") as bar:
         model = build_latency_model(
             prepared.model, prepared.example_inputs, prepared.dimensions, target,
-            prepared.space.round_to, sparsities,
-            lambda sparsity: measured_relative_latency(prepared, target, sparsity, rounds,
-                                                       block_seconds, max_rounds),
+            prepared.space.round_to, sparsities, relative,
             on_progress=lambda: bar.update(1), table_block_seconds=table_block_seconds)
+    model.reference_ms = references
     errors = [abs(point["predicted"] - point["measured"]) / point["measured"]
               for point in model.calibration]
     logger.info(f"latency model: {len(model.layers)} layers tabled in {model.build_seconds:.1f} s;"

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -41,7 +41,7 @@ from .callbacks import CheckpointRetention, Progress, ReleaseAfterFailure
 from .config import config_from_params, uniform_params
 from .constraints import parse_constraints
 from .finetune_plan import choose_finetune_steps
-from .latency import study_latency_model
+from .latency import settled_reference, study_latency_model
 from .opening import (check_same_search, default_study_name, enqueue_references, open_study,
                       requeue_interrupted, search_identity)
 from .options import SearchOptions
@@ -289,7 +289,7 @@ def _shown_location(location: Any) -> str:
 
 
 def _measurement(baseline: dict) -> Measurement:
-    return Measurement(**{key: value for key, value in baseline.items() if key != "accuracy"})
+    return Measurement(**{field.name: baseline[field.name] for field in fields(Measurement)})
 
 
 def _gradient_batches(train: Iterable, device: torch.device, options: SearchOptions) -> list:
@@ -379,6 +379,7 @@ def search(
                                             options.block_seconds, seed,
                                             options.table_block_seconds,
                                             options.latency_max_rounds)
+        baseline = settled_reference(session.study, baseline, latency_model)
         # 5. plan fine-tuning, the same for every trial of the study
         steps = _plan_finetuning(session, prepared, parsed_budget, finetune_steps, train,
                                  loss_fn, options)
