@@ -1,12 +1,14 @@
-"""One trial, start to end: predict its latency -> prune -> measure -> check constraints ->
-fine-tune (stopped early if a faster trial is already better part-way, see early_stop.py) ->
-evaluate -> save.
+"""One trial, start to end: predict its latency -> prune -> measure memory and MACs -> check
+constraints -> fine-tune (stopped early if a faster trial is already better part-way, see
+early_stop.py) -> evaluate -> time it, if it could join the front -> save.
 
 The latency model (runtime/latency_model.py) predicts the configuration's latency before
 anything is pruned; a prediction that already breaks a latency limit ends the trial there,
-with the excess recorded for the sampler. Every other trial is timed for real, paired with
-the unpruned model (measure.paired_latency): its speedup is the median per-round ratio, and
-its latency that speedup applied to the study's reference latency of the unpruned model.
+with the excess recorded for the sampler. Until the trial is evaluated its latency is that
+prediction. Then a trial that could join the front is timed for real, paired with the
+unpruned model (measure.paired_latency): its speedup is the median per-round ratio, and its
+latency that speedup applied to the study's reference latency of the unpruned model. A trial
+already dominated by a timed one, even at 15 % below its prediction, keeps the prediction.
 
 Everything a trial learns is recorded on the Optuna trial, so a report, a resumed study or
 another worker sees the same facts: objectives, constraint excesses, measured figures and
