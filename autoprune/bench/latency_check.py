@@ -20,8 +20,7 @@ import torch
 
 from ..console import quiet_optuna
 from ..runtime.latency_model import prediction_errors
-from ..study.latency import (calibration_sparsities, measured_relative_latency,
-                             study_latency_model)
+from ..study.latency import calibration_sparsities, paired_at, study_latency_model
 from ..study.prepared import PreparedModel
 from ..study.space import resolve_search_space
 from ..targets.base import Target
@@ -52,8 +51,8 @@ def check_latency_model(model_name: str, target: Target, configurations: int = 3
         pairs = []
         for sparsity in fresh:
             # the reference figure: three times a trial's rounds, none stopped early
-            measured = measured_relative_latency(prepared, target, sparsity, 3 * rounds,
-                                                 block_seconds)
+            measured = 1.0 / paired_at(prepared, target, sparsity, 3 * rounds,
+                                       block_seconds).speedup
             pairs.append((latency_model.relative(sparsity), measured))
     errors = prediction_errors(pairs) or {}
     speedups = sorted(1 / measured for _, measured in pairs)

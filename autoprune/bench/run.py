@@ -37,20 +37,19 @@ import optuna
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from optuna.trial import TrialState
 from torch.utils.data import DataLoader, Subset
 
 from ..pruning.grouping import output_layer_names
 from ..runtime.evaluate import evaluate
 from ..runtime.finetune import Distillation, finetune
+from ..runtime.latency_model import prediction_errors
 from ..runtime.measure import count_macs_and_params, interleaved_latency_ms
 from ..runtime.model_io import first_batch, to_device
-from optuna.trial import TrialState
-
-from ..runtime.latency_model import prediction_errors
 from ..store.records import StudyRecord, TrialRecord, timed_against_predicted
-from ..targets import get_target
 from ..study.config import reference_lr
 from ..study.space import resolve_search_space
+from ..targets import get_target
 from .scoring import METHODS, BenchModel, aggregate, summarise
 
 RECIPE_DISTILLATION = Distillation(alpha=0.5, temperature=4.0)  # as autoprune's references

@@ -82,8 +82,13 @@ def latency_ms(model: nn.Module, inputs: Any, target: Target, rounds: int = 7,
     return statistics.median(samples), interquartile_range(samples)
 
 
+def per_round_speedups(model_ms: list[float], reference_ms: list[float]) -> list[float]:
+    """Reference time / model time, round by round (both timed in the same rounds)."""
+    return [ref / own for own, ref in zip(model_ms, reference_ms)]
+
+
 def _ratios(samples: dict[str, list[float]]) -> list[float]:
-    return [ref / own for own, ref in zip(samples["model"], samples["reference"])]
+    return per_round_speedups(samples["model"], samples["reference"])
 
 
 def speedup_settled(samples: dict[str, list[float]], tolerance: float) -> bool:
@@ -164,7 +169,6 @@ def interleaved_against_reference(models: dict[Hashable, nn.Module], reference: 
     reference_ms = statistics.median(samples["reference"])
     latencies: dict[Hashable, float] = {"reference": reference_ms}
     for key in models:
-        speedups = [ref / own for own, ref in zip(samples[("model", key)],
-                                                  samples["reference"])]
+        speedups = per_round_speedups(samples[("model", key)], samples["reference"])
         latencies[key] = reference_ms / statistics.median(speedups)
     return latencies

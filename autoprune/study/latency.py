@@ -44,14 +44,6 @@ def paired_at(prepared: PreparedModel, target: Target, sparsity: dict, rounds: i
                           block_seconds, max_rounds)
 
 
-def measured_relative_latency(prepared: PreparedModel, target: Target, sparsity: dict,
-                              rounds: int, block_seconds: float,
-                              max_rounds: int | None = None) -> float:
-    """Pruned latency / unpruned latency at `sparsity`, paired."""
-    return 1.0 / paired_at(prepared, target, sparsity, rounds, block_seconds,
-                           max_rounds).speedup
-
-
 def settled_reference(study: optuna.Study, baseline: dict,
                       latency_model: LatencyModel) -> dict:
     """The study's unpruned figures with a reference latency that one moment's load cannot

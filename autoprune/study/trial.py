@@ -28,16 +28,16 @@ from optuna.trial import TrialState
 
 from ..console import ProgressBar
 from ..pruning.prune import kept_out_channels
+from ..results.pareto import is_feasible
 from ..runtime.evaluate import evaluate
 from ..runtime.finetune import finetune
 from ..runtime.latency_model import LatencyModel
-from ..results.pareto import is_feasible
 from ..runtime.measure import Measurement, PairedLatency, measure_cost, paired_latency
 from ..store.artifacts import upload_checkpoint
 from ..store.checkpoint import save_checkpoint
 from ..store.records import TrialRecord, objective_values, record_seconds, record_trial
-from .config import suggest_config
 from ..targets.base import Target
+from .config import suggest_config
 from .constraints import LATENCY, accuracy_excess, hard_excess
 from .early_stop import screening_hook
 from .prepared import PreparedModel
