@@ -73,10 +73,27 @@ def test_violated_hard_constraint_skips_fine_tuning(tiny_search, monkeypatch):
 
 
 def test_satisfied_constraints_are_recorded_as_feasible(tiny_search):
-    result = tiny_search(constraints={"params": 1e9, "max_accuracy_drop": 1.0})
+    result = tiny_search(constraints={"params": 1e9, "max_accuracy_drop": 1.0,
+                                      "min_accuracy": 0})
     for trial in result.study.trials:
         assert all(value <= 0 for value in trial.constraints.values())
-        assert set(trial.constraints) == {"params", "max_accuracy_drop"}
+        assert set(trial.constraints) == {"params", "max_accuracy_drop"}  # floor 0: none
+
+
+def test_models_below_the_accuracy_floor_are_not_offered(tiny_search):
+    """The default floor is half way from chance to the unpruned model; a model under it
+    (the README demo once offered one at 10 %, chance) is recorded but not on the front."""
+    result = tiny_search(trials=5, options=replace(QUICK, front_floor_share=0.5))
+    floor = result.study.user_attrs["settings"]["accuracy_floor"]
+    chance = 1 / 4  # tiny_data has four classes
+    assert floor == pytest.approx(chance + 0.5 * max(0, result.baseline["accuracy"] - chance))
+    for trial in result.study.trials:
+        accuracy = trial.values[0]
+        assert trial.constraints["min_accuracy"] == pytest.approx(floor - accuracy)
+    assert all(c.accuracy >= floor for c in result.pareto)
+    # A floor above everything empties the front; the trials are all still there.
+    high = tiny_search(trials=3, study_name="high", constraints={"min_accuracy": 1.0})
+    assert high.pareto == [] and len(high.study.trials) == 3
 
 
 def test_nan_loss_fails_that_trial_only(tiny_search):

@@ -75,7 +75,11 @@ def _status(trial: FrozenTrial, front: set[int]) -> str:
             return "front"
         if record.stopped_early:
             return "stopped early"
-        return "dominated" if is_feasible(trial) else "infeasible"
+        if is_feasible(trial):
+            return "dominated"
+        # below the accuracy floor alone: a model too poor to offer, not one over a limit
+        broken = {key for key, value in trial.constraints.items() if value > 0}
+        return "below floor" if broken == {"min_accuracy"} else "infeasible"
     return {TrialState.FAIL: "failed"}.get(trial.state, trial.state.name.lower())
 
 
@@ -169,6 +173,7 @@ _MARKERS = {
     # fine-tuning cut short by a faster, better trial (early_stop.py): accuracy of fewer steps
     "stopped early": dict(color="#9e9e9e", size=7, symbol="circle-open", opacity=0.7),
     "infeasible": dict(color="#d62728", size=8, symbol="x"),
+    "below floor": dict(color="#cfcfcf", size=7, symbol="circle", opacity=0.6),
     "not fine-tuned": dict(color="#d62728", size=7, symbol="triangle-down-open"),
 }
 
@@ -216,7 +221,11 @@ def _pareto_figure(data: ReportData, cost: str, title: str):
                       annotation_text=f"{cost} limit")
     if "max_accuracy_drop" in constraints and data.baseline:
         fig.add_hline(y=100 * (data.baseline["accuracy"] - constraints["max_accuracy_drop"]),
-                      line_dash="dash", line_color="#d62728", annotation_text="accuracy floor")
+                      line_dash="dash", line_color="#d62728", annotation_text="allowed drop")
+    floor = data.settings.get("accuracy_floor")
+    if floor:
+        fig.add_hline(y=100 * floor, line_dash="dot", line_color="#9e9e9e",
+                      annotation_text="front floor", annotation_position="bottom right")
     unit = "ms" if cost == "latency_ms" else "MiB"
     fig.update_layout(title=title, xaxis_title=f"{cost.replace('_', ' ')[:-3]} ({unit})",
                       yaxis_title="accuracy (%)", template="plotly_white", height=480,

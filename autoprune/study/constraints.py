@@ -20,8 +20,21 @@ HARD_CONSTRAINTS = {
 }
 LATENCY = "latency_ms"
 ACCURACY_DROP = "max_accuracy_drop"
+ACCURACY_FLOOR = "min_accuracy"
 KNOWN_CONSTRAINTS = {**HARD_CONSTRAINTS,
-                     ACCURACY_DROP: "largest allowed drop of the metric below the unpruned model"}
+                     ACCURACY_DROP: "largest allowed drop of the metric below the unpruned model",
+                     ACCURACY_FLOOR: "lowest metric a model may have to be offered on the front "
+                                     "(default with the built-in top-1 metric: half way from "
+                                     "chance to the unpruned model; 0 turns it off)"}
+
+
+def default_accuracy_floor(baseline_accuracy: float, classes: int, share: float = 0.5) -> float:
+    """The floor under the built-in top-1 metric: `share` of the way from chance (1 / classes)
+    to the unpruned model's accuracy. Half way by default: a pruned model that lost more than
+    half of what the original knows above guessing is not worth offering (the README demo
+    once offered its fastest member at 10 %, chance on ten classes)."""
+    chance = 1.0 / max(1, classes)
+    return chance + share * max(0.0, baseline_accuracy - chance)
 
 
 def parse_constraints(constraints: dict[str, Any] | None) -> dict[str, float]:
@@ -39,7 +52,7 @@ def parse_constraints(constraints: dict[str, Any] | None) -> dict[str, float]:
                 ", ".join(f"{name} ({meaning})" for name, meaning in KNOWN_CONSTRAINTS.items()))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise InvalidInputError(f"constraint {key!r} must be a finite number, got {value!r}")
-        if value < 0 or (value == 0 and key != ACCURACY_DROP):
+        if value < 0 or (value == 0 and key not in (ACCURACY_DROP, ACCURACY_FLOOR)):
             raise InvalidInputError(f"constraint {key!r} must be positive, got {value!r}")
         parsed[key] = float(value)
     return parsed
@@ -53,12 +66,16 @@ def hard_excess(measurement: Measurement, constraints: dict[str, float]) -> dict
 
 
 def accuracy_excess(baseline: float, accuracy: float | None,
-                    constraints: dict[str, float]) -> float | None:
-    """How far the drop below the unpruned model exceeds the allowed drop (None: no limit set).
+                    constraints: dict[str, float]) -> dict[str, float]:
+    """For the allowed drop below the unpruned model and the floor, each one given: how far
+    the trial is beyond it.
 
     A trial that was never evaluated (`accuracy` None) counts as having lost everything.
     """
-    if ACCURACY_DROP not in constraints:
-        return None
-    drop = baseline - (accuracy if accuracy is not None else 0.0)
-    return drop - constraints[ACCURACY_DROP]
+    reached = accuracy if accuracy is not None else 0.0
+    excess = {}
+    if ACCURACY_DROP in constraints:
+        excess[ACCURACY_DROP] = (baseline - reached) - constraints[ACCURACY_DROP]
+    if constraints.get(ACCURACY_FLOOR):
+        excess[ACCURACY_FLOOR] = constraints[ACCURACY_FLOOR] - reached
+    return excess

@@ -4,7 +4,8 @@ Part-way through fine-tuning (a third of the steps), a trial is scored on the va
 data. If a finished trial that is at least as fast scored better at that same point by more
 than `margin`, this one is very unlikely to reach the front: its fine-tuning stops there and
 the trial completes with the accuracy it has, so the sampler still learns from it and the
-budget goes to new configurations instead. Comparing at the same step keeps the comparison
+budget goes to new configurations instead. Reference trials (uniform ratios, warm starts)
+are screened for the record but always fine-tuned to the end. Comparing at the same step keeps the comparison
 fair under any learning-rate schedule.
 """
 
@@ -64,10 +65,15 @@ def screening_hook(trial: optuna.Trial, steps: int, latency_ms: float, margin: f
     if at is None or at >= steps:
         return None
 
+    # The references (uniform ratios, warm starts) are scored but never stopped: they are
+    # what the front is measured against, and one repeat once lost all its warm starts here.
+    exempt = TrialRecord.of(trial).reference is not None
+
     def on_step(step: int) -> bool:
         if step != at:
             return False
         verdict = judge(trial.study, latency_ms, score(), margin)
+        verdict.stop = verdict.stop and not exempt
         record_trial(trial, screen_accuracy=verdict.accuracy, screen_step=at)
         if verdict.stop:
             record_trial(trial, stopped_early=f"after {at} of {steps} fine-tuning steps: "

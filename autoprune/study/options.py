@@ -23,6 +23,9 @@ class SearchOptions:
     max_finetune_epochs: int = 3   # the most a time budget gives one trial's fine-tuning
     gradient_batches: int = 2      # batches of gradients for the Taylor criterion
     poll_seconds: float = 2.0      # how often a worker waiting for others' trials looks again
+    # the default front floor (top-1 metric, no `min_accuracy` given): this share of the way
+    # from chance to the unpruned model's accuracy (0: chance itself; None: no default floor)
+    front_floor_share: float | None = 0.5
 
     @property
     def block_seconds(self) -> float:
@@ -34,6 +37,9 @@ class SearchOptions:
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"SearchOptions.{name} must be positive, "
                                         f"got {getattr(self, name)!r}")
+        if self.front_floor_share is not None and not 0 <= self.front_floor_share <= 1:
+            raise InvalidInputError(f"SearchOptions.front_floor_share must lie in [0, 1], "
+                                    f"got {self.front_floor_share!r}")
         for name in ("final_rounds", "target_trials", "max_finetune_epochs", "latency_rounds",
                      "latency_max_rounds", "calibration_points"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):

@@ -39,7 +39,7 @@ from .baseline import describe_data, measure_baseline
 from .budget import Budget, parse_budget
 from .callbacks import CheckpointRetention, Progress, ReleaseAfterFailure
 from .config import config_from_params, uniform_params
-from .constraints import parse_constraints
+from .constraints import ACCURACY_FLOOR, default_accuracy_floor, parse_constraints
 from .finetune_plan import choose_finetune_steps
 from .latency import settled_reference, study_latency_model
 from .opening import (check_same_search, default_study_name, enqueue_references, open_study,
@@ -288,6 +288,23 @@ def _shown_location(location: Any) -> str:
     return str(Path(location).resolve()) if isinstance(location, (str, Path)) else repr(location)
 
 
+def _with_accuracy_floor(constraints: dict[str, float], prepared: PreparedModel,
+                         baseline: dict, builtin_metric: bool,
+                         share: float | None) -> dict[str, float]:
+    """The constraints the trials check: the user's, plus the default accuracy floor when the
+    metric is the built-in top-1 (whose chance level the model's class count gives) and the
+    user set none. Not part of the study's identity: a study from before it resumes."""
+    if ACCURACY_FLOOR in constraints or not builtin_metric or share is None:
+        return constraints
+    with torch.no_grad():
+        classes = logits_of(run_model(prepared.model, prepared.example_inputs)).shape[-1]
+    floor = default_accuracy_floor(baseline["accuracy"], classes, share)
+    logger.info(f"front floor: models below {floor:.1%} accuracy are not offered ({share:.0%} "
+                f"of the way from chance, {1 / classes:.1%}, to the unpruned model's "
+                f"{baseline['accuracy']:.1%}; set constraints={{'{ACCURACY_FLOOR}': ...}})")
+    return {**constraints, ACCURACY_FLOOR: floor}
+
+
 def _measurement(baseline: dict) -> Measurement:
     return Measurement(**{field.name: baseline[field.name] for field in fields(Measurement)})
 
@@ -380,6 +397,13 @@ def search(
                                             options.table_block_seconds,
                                             options.latency_max_rounds)
         baseline = settled_reference(session.study, baseline, latency_model)
+        trial_constraints = _with_accuracy_floor(parsed_constraints, prepared, baseline,
+                                                 metric is top1_accuracy,
+                                                 options.front_floor_share)
+        recorded = StudyRecord.of(session.study).settings or {}
+        if trial_constraints.get(ACCURACY_FLOOR) and "accuracy_floor" not in recorded:
+            record_study(session.study, settings={
+                **recorded, "accuracy_floor": trial_constraints[ACCURACY_FLOOR]})
         # 5. plan fine-tuning, the same for every trial of the study
         steps = _plan_finetuning(session, prepared, parsed_budget, finetune_steps, train,
                                  loss_fn, options)
@@ -387,7 +411,7 @@ def search(
         context = TrialContext(
             prepared=prepared, train=train, val=val, target=timing_target,
             latency_model=latency_model, finetune_steps=steps,
-            constraints=parsed_constraints, baseline_accuracy=baseline["accuracy"],
+            constraints=trial_constraints, baseline_accuracy=baseline["accuracy"],
             baseline=_measurement(baseline), artifact_store=session.store, metric=metric,
             loss_fn=loss_fn, gradient_batches=_gradient_batches(train, device, options),
             latency_rounds=options.latency_rounds, block_seconds=options.block_seconds,

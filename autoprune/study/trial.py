@@ -113,9 +113,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     accuracy = screened.screen_accuracy if screened.stopped_early else evaluate(
         pruned.model, ctx.val, device, ctx.metric)
     record_seconds(trial, "evaluate", clock() - start)
-    drop_excess = accuracy_excess(ctx.baseline_accuracy, accuracy, ctx.constraints)
-    if drop_excess is not None:
-        trial.set_constraint("max_accuracy_drop", drop_excess)
+    _record_accuracy_limits(trial, ctx, accuracy)
 
     if not _worth_timing(trial.study, accuracy, figures, ctx.prediction_margin):
         record_trial(trial, latency_source="predicted: a measured trial dominates it even "
@@ -156,6 +154,14 @@ def _record_figures(trial: optuna.Trial, ctx: TrialContext, figures: Measurement
         record_trial(trial, paired_latency=paired.to_dict())
 
 
+def _record_accuracy_limits(trial: optuna.Trial, ctx: TrialContext,
+                            accuracy: float | None) -> None:
+    """The allowed drop and the floor, as constraints: a trial beyond either is not offered
+    on the front, and the sampler learns to avoid its region."""
+    for key, value in accuracy_excess(ctx.baseline_accuracy, accuracy, ctx.constraints).items():
+        trial.set_constraint(key, value)
+
+
 def _broken_limits(trial: optuna.Trial, ctx: TrialContext, figures: Measurement) -> bool:
     """Record each hard limit's excess (latency: predicted); True when one is broken."""
     excess = hard_excess(figures, ctx.constraints)
@@ -163,9 +169,7 @@ def _broken_limits(trial: optuna.Trial, ctx: TrialContext, figures: Measurement)
         trial.set_constraint(key, value)
     violated = {key: value for key, value in excess.items() if value > 0}
     if violated:
-        drop_excess = accuracy_excess(ctx.baseline_accuracy, None, ctx.constraints)
-        if drop_excess is not None:
-            trial.set_constraint("max_accuracy_drop", drop_excess)
+        _record_accuracy_limits(trial, ctx, None)
         record_trial(trial, skipped_finetune=", ".join(
             f"{key} over its limit by {value:.4g}" for key, value in violated.items()))
     return bool(violated)
@@ -202,9 +206,7 @@ def _rejected_before_pruning(trial: optuna.Trial, ctx: TrialContext,
     excess[LATENCY] = predicted_ms - limit
     for key, value in excess.items():
         trial.set_constraint(key, value)
-    drop_excess = accuracy_excess(ctx.baseline_accuracy, None, ctx.constraints)
-    if drop_excess is not None:
-        trial.set_constraint("max_accuracy_drop", drop_excess)
+    _record_accuracy_limits(trial, ctx, None)
     reason = f"predicted latency {predicted_ms:.4g} ms is over the {limit:.4g} ms limit"
     record_trial(trial, rejected_before_pruning=reason, skipped_finetune=reason)
     return objective_values(0.0, replace(ctx.baseline, latency_ms=predicted_ms))
