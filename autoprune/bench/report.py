@@ -49,18 +49,30 @@ def _cell(spread: dict[str, float] | None, percent: bool = True, digits: int = 2
     return f"<td>{mean:.{digits}f}{unit}{band}</td>"
 
 
+def _reach_cell(summary: dict[str, Any]) -> str:
+    """The share of its budget a method needed to match uniform's hypervolume, and in how many
+    repeats it did (files from before this figure: blank)."""
+    if "reached_uniform_hypervolume" not in summary:
+        return "<td></td>"
+    cell = _cell(summary.get("budget_to_uniform_hypervolume"), True, 0)
+    return cell.replace("</td>", f"<br><small>in {summary['reached_uniform_hypervolume']} of "
+                                 f"{summary['repeats']}</small></td>")
+
+
 def _table(results: dict[str, Any], figure: str, title: str) -> str:
     methods = results["methods"]
     speedups = list(next(iter(methods.values()))[figure]) if methods else []
     head = ("<tr><th>method</th><th>hypervolume</th>"
             + "".join(f"<th>{title} {s}</th>" for s in speedups)
-            + "<th>speedup / MAC reduction</th><th>overhead share</th><th>wall s</th></tr>")
+            + "<th>speedup / MAC reduction</th><th>overhead share</th>"
+            "<th>budget to uniform's hypervolume</th><th>wall s</th></tr>")
     rows = []
     for method, s in methods.items():
         cells = "".join(_cell(s[figure][k]) for k in speedups)
         rows.append(f"<tr><td>{html.escape(method)}</td>{_cell(s['hypervolume'], False, 4)}"
                     f"{cells}{_cell(s['speedup_per_mac_reduction_median'], False)}"
-                    f"{_cell(s['overhead_share'], True, 1)}{_cell(s['wall_seconds'], False, 0)}</tr>")
+                    f"{_cell(s['overhead_share'], True, 1)}{_reach_cell(s)}"
+                    f"{_cell(s['wall_seconds'], False, 0)}</tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -69,9 +81,10 @@ def render_comparison(results: dict[str, Any]) -> str:
 
     figures = [json.dumps(json.loads(_figure(run).to_json())).replace("</", "<\\/")
                for run in results["runs"]]
-    details = html.escape(json.dumps({k: results[k] for k in
-                                      ("command", "date", "machine", "recipe", "splits",
-                                       "hypervolume_reference", "skipped", "unpruned")},
+    details = html.escape(json.dumps({k: results.get(k) for k in
+                                      ("command", "date", "machine", "data", "equal_budget",
+                                       "recipe", "splits", "hypervolume_reference", "skipped",
+                                       "unpruned")},
                                      indent=1))
     repeats = results["repeats"]
     plots = "".join(f'<div id="run{i}"></div>' for i in range(len(figures)))
@@ -90,7 +103,9 @@ and fine-tuning order); each cell is the mean over repeats, with min – max bel
 method offers the models that no faster model of its own beats on the selection split; those
 are scored on the test split and timed in one process, interleaved with the unpruned model.
 "–": not reached in every repeat. Overhead share: wall time that is neither fine-tuning nor
-evaluation.</p>
+evaluation. Budget to uniform's hypervolume: the share of its wall clock a method needed
+before the models it had finished matched the whole uniform sweep's hypervolume (mean over the
+repeats where it did).</p>
 <h2>The model a user would pick</h2>
 <p>At each speedup: the test accuracy of the method's model with the best selection accuracy
 among those at least that fast.</p>
@@ -108,3 +123,28 @@ def write_comparison(results: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.write_text(render_comparison(results))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m autoprune.bench.report RESULTS.json [HTML]`: rebuild a committed run's
+    comparison page (runs keep only results.json; the page inlines 4.7 MB of plotly.js)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (1, 2):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    source = Path(args[0])
+    target = Path(args[1]) if len(args) == 2 else source.with_name("comparison.html")
+    results = json.loads(source.read_text())
+    if "runs" not in results:
+        print(f"{source} is from before repeated runs (one run, no per-seed figures): its "
+              "README has its figures", file=sys.stderr)
+        return 2
+    write_comparison(results, target)
+    print(f"written: {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

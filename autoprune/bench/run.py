@@ -45,9 +45,11 @@ from ..runtime.evaluate import evaluate
 from ..runtime.finetune import Distillation, finetune
 from ..runtime.latency_model import prediction_errors
 from ..runtime.measure import count_macs_and_params, interleaved_latency_ms
-from ..runtime.model_io import first_batch, to_device
+from ..runtime.model_io import first_batch, logits_of, run_model, to_device
 from ..store.records import StudyRecord, TrialRecord, timed_against_predicted
 from ..study.config import reference_lr
+from ..study.constraints import default_accuracy_floor
+from ..study.options import SearchOptions
 from ..study.space import resolve_search_space
 from ..targets import get_target
 from .scoring import METHODS, BenchModel, aggregate, summarise
@@ -76,6 +78,9 @@ class BenchSetup:
     select: Any = None              # what searches and FastNAS choose on (set per seed)
     test: Any = None                # what every reported accuracy is measured on (per seed)
     latency_figures: dict = None    # per search method: bench.run.latency_figures (per seed)
+    equal_budget: bool = False      # sweeps fine-tune longer, to spend a search's budget too
+    data: dict | None = None        # what results.json says about the data (bundled_data.describe)
+    floor_share: float | None = 0.5  # the front floor, every method alike (None: no floor)
 
     def __post_init__(self):
         self.space = self.space or resolve_search_space(self.model, None)
@@ -99,19 +104,40 @@ def split_holdout(loader: DataLoader, seed: int = 0) -> tuple[DataLoader, DataLo
 
 
 def _finetuned(setup: BenchSetup, method: str, label: str, pruned: nn.Module,
-               started: float, overhead: float) -> BenchModel:
-    finetune(pruned, setup.model, setup.train, setup.finetune_steps, setup.lr,
-             RECIPE_DISTILLATION, setup.device, optimizer=setup.space.optimizer)
+               started: float, overhead: float, method_started: float,
+               steps: int | None = None) -> BenchModel:
+    steps = steps or setup.finetune_steps
+    finetune(pruned, setup.model, setup.train, steps, setup.lr, RECIPE_DISTILLATION,
+             setup.device, optimizer=setup.space.optimizer)
     evaluate(pruned, setup.select, setup.device)  # what a user would check; counted as evaluation
-    return BenchModel(method, label, pruned.eval(), time.perf_counter() - started, overhead)
+    now = time.perf_counter()
+    return BenchModel(method, label, pruned.eval(), now - started, overhead,
+                      finished_seconds=now - method_started, finetune_steps=steps)
+
+
+def steps_filling(setup: BenchSetup, pruned: nn.Module, seconds: float) -> int:
+    """Fine-tuning steps of `pruned` that take about `seconds` (3 steps of a copy timed), and
+    never fewer than the recipe's."""
+    probe = copy.deepcopy(pruned)
+    started = time.perf_counter()
+    finetune(probe, setup.model, setup.train, 3, setup.lr, RECIPE_DISTILLATION, setup.device,
+             optimizer=setup.space.optimizer)
+    per_step = (time.perf_counter() - started) / 3
+    return max(setup.finetune_steps, int(seconds / per_step))
 
 
 def torch_pruning_sweep(setup: BenchSetup, global_pruning: bool) -> list[BenchModel]:
-    """Torch-Pruning the way its README shows, one fine-tuned model per ratio."""
+    """Torch-Pruning the way its README shows, one fine-tuned model per ratio.
+
+    With `setup.equal_budget`, the sweep gets a search's wall clock too: each ratio's model
+    fine-tunes for as many steps as fit in its share of the budget, as a user who chose one
+    global ratio would spend the time.
+    """
     method = "global" if global_pruning else "uniform"
     keep = set(output_layer_names(setup.model, setup.example_inputs))
     results = []
-    for ratio in setup.ratios:
+    sweep_started = time.perf_counter()
+    for index, ratio in enumerate(setup.ratios):
         started = time.perf_counter()
         pruned = copy.deepcopy(setup.model)
         modules = dict(pruned.named_modules())
@@ -121,9 +147,15 @@ def torch_pruning_sweep(setup: BenchSetup, global_pruning: bool) -> list[BenchMo
             max_pruning_ratio=0.9 if global_pruning else 1.0,
             ignored_layers=[modules[name] for name in keep])
         pruner.step()
+        steps = setup.finetune_steps
+        if setup.equal_budget:
+            share_ends = sweep_started + setup.budget_seconds * (index + 1) / len(setup.ratios)
+            # 85 %: the evaluation on the selection split takes the rest
+            steps = steps_filling(setup, pruned, 0.85 * (share_ends - time.perf_counter()))
         overhead = time.perf_counter() - started
-        results.append(_finetuned(setup, method, f"{method} {ratio:g}", pruned, started, overhead))
-        setup.log(f"  {method} {ratio:g}: {results[-1].seconds:.1f} s")
+        results.append(_finetuned(setup, method, f"{method} {ratio:g}", pruned, started, overhead,
+                                  sweep_started, steps))
+        setup.log(f"  {method} {ratio:g}: {steps} steps, {results[-1].seconds:.1f} s")
     return results
 
 
@@ -135,12 +167,13 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     shutil.rmtree(setup.output_dir / method, ignore_errors=True)  # a fresh study, not a resumed one
     space = replace(setup.space, uniform_ratios=(), warm_starts=()) if random else setup.space
     sampler = optuna.samplers.RandomSampler(seed=setup.seed) if random else None
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now()
     result = search(setup.model, budget=setup.budget_seconds, train=setup.train, val=setup.select,
                     device=setup.device, search_space=space, sampler=sampler,
                     output_dir=setup.output_dir, study_name=method, seed=setup.seed,
                     finetune_steps=setup.finetune_steps, threads=setup.threads,
                     early_stop_margin=None if random else setup.early_stop_margin,
+                    options=SearchOptions(front_floor_share=setup.floor_share),
                     write_report=False, verbose=False)
     total = time.perf_counter() - started
     trials = [t for t in result.study.trials if t.datetime_complete is not None]
@@ -150,9 +183,11 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     setup.log(f"  {method}: {len(trials)} trials in {total:.0f} s, front of {len(result.pareto)}")
     share = max(1, len(result.pareto))  # the trials' time, spread over the models they left
     setup.latency_figures[method] = latency_figures(result.study)
+    finished = {t.number: (t.datetime_complete - started_at).total_seconds() for t in trials}
     return [BenchModel(method, f"{method} trial {c.trial}",
                        result.load(c.trial).to(setup.device).eval(),
-                       trial_seconds / share, (trial_seconds - work) / share)
+                       trial_seconds / share, (trial_seconds - work) / share,
+                       finished_seconds=finished[c.trial], finetune_steps=setup.finetune_steps)
             for c in result.pareto]
 
 
@@ -184,6 +219,7 @@ def fastnas_sweep(setup: BenchSetup, mac_fractions: list[float],
 
     batches = [to_device(b, setup.device) for b in setup.train]
     results = []
+    sweep_started = time.perf_counter()
     for fraction in mac_fractions:
         started = time.perf_counter()
         try:  # PEERS.md's working call
@@ -200,7 +236,7 @@ def fastnas_sweep(setup: BenchSetup, mac_fractions: list[float],
             continue
         overhead = time.perf_counter() - started
         results.append(_finetuned(setup, "fastnas", f"fastnas {fraction:.0%} FLOPs", pruned,
-                                  started, overhead))
+                                  started, overhead, sweep_started))
         setup.log(f"  fastnas {fraction:.0%}: {results[-1].seconds:.1f} s")
     return results
 
@@ -269,11 +305,16 @@ def run_once(setup: BenchSetup, methods: tuple[str, ...]) -> dict[str, Any]:
     base.accuracy = evaluate(setup.model, setup.test, setup.device)
     base.select_accuracy = base_accuracy
     base.macs, base.params = count_macs_and_params(setup.model, setup.example_inputs)
+    with torch.no_grad():  # autoprune's default front floor, applied to every method alike
+        classes = logits_of(run_model(setup.model, setup.example_inputs)).shape[-1]
+    floor = (0.0 if setup.floor_share is None
+             else default_accuracy_floor(base_accuracy, classes, setup.floor_share))
     return {"seed": setup.seed,
             "splits": {"train": len(setup.train.dataset), "select": len(setup.select.dataset),
                        "test": len(setup.test.dataset)},
             "unpruned": base.figures(), "skipped": skipped,
-            "methods": summarise(models, base, walls, setup.latency_figures),
+            "accuracy_floor": floor,
+            "methods": summarise(models, base, walls, setup.latency_figures, floor),
             "models": [m.figures() for m in models]}
 
 
@@ -312,6 +353,9 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
                    "lr": setup.lr, "kd_alpha": RECIPE_DISTILLATION.alpha,
                    "kd_temperature": RECIPE_DISTILLATION.temperature,
                    "budget_seconds_per_search": setup.budget_seconds, "ratios": list(setup.ratios)},
+        "data": setup.data,
+        "front_floor_share": setup.floor_share,
+        "equal_budget": setup.equal_budget,
         "splits": runs[0]["splits"] if runs else None,
         "hypervolume_reference": "speedup 1 (the unpruned latency) and accuracy 0; the speedup "
                                  "axis is time saved, 1 - 1/speedup, so a hypervolume is in [0, 1]",

@@ -10,7 +10,7 @@ from typing import Any
 import torch.nn as nn
 
 METHODS = ("uniform", "global", "random", "fastnas", "autoprune")
-MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
+MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 
 
 @dataclass
@@ -22,6 +22,8 @@ class BenchModel:
     model: nn.Module = field(repr=False)
     seconds: float                 # wall time to produce it (prune/search + fine-tune + eval)
     overhead_seconds: float        # of which neither fine-tuning nor evaluation
+    finished_seconds: float = 0.0  # when it was ready, counted from the method's start
+    finetune_steps: int = 0
     macs: int = 0
     params: int = 0
     accuracy: float = 0.0          # on the test split
@@ -65,24 +67,46 @@ def accuracy_at(points: list[tuple[float, float]], speedup: float) -> float | No
     return points[0][1]  # below the slowest front point: that point already does it
 
 
-def offered(models: list[BenchModel], base: BenchModel) -> list[BenchModel]:
-    """The models a method would offer a user: none of its own is faster and better on the
-    selection split. Every method is filtered alike, so none gets to choose on the test split."""
+def offered(models: list[BenchModel], base: BenchModel, floor: float = 0.0) -> list[BenchModel]:
+    """The models a method would offer a user: at or above the accuracy `floor` on the
+    selection split (autoprune's front floor, applied to every method), and none of its own
+    is faster and better there. Every method is filtered alike, so none gets to choose on the
+    test split."""
     def speedup(m):
         return base.latency_ms / m.latency_ms
+    models = [m for m in models if m.select_accuracy >= floor]
     return [m for m in models
             if not any(speedup(o) >= speedup(m) and o.select_accuracy >= m.select_accuracy
                        and (speedup(o), o.select_accuracy) != (speedup(m), m.select_accuracy)
                        for o in models)]
 
 
-def picked_at(models: list[BenchModel], base: BenchModel, speedup: float) -> float | None:
+def picked_at(models: list[BenchModel], base: BenchModel, speedup: float,
+              floor: float = 0.0) -> float | None:
     """Test accuracy of the model a user would pick for `speedup`: the best on the selection
-    split among those at least that fast (the faster one on a tie); None if none is."""
-    fast = [m for m in models if base.latency_ms / m.latency_ms >= speedup]
+    split among those at least that fast (the faster one on a tie) and at or above the
+    `floor` there; None if none is."""
+    fast = [m for m in models if base.latency_ms / m.latency_ms >= speedup
+            and m.select_accuracy >= floor]
     if not fast:
         return None
     return max(fast, key=lambda m: (m.select_accuracy, -m.latency_ms)).accuracy
+
+
+def share_to_reach(models: list[BenchModel], base: BenchModel, target: float,
+                   wall_seconds: float, floor: float = 0.0) -> float | None:
+    """The fraction of its wall clock a method needed before the models it had finished so far
+    reached hypervolume `target` (test accuracy, offered models); None if it never did.
+
+    A search's bench models are its final front only, so earlier fronts are under-counted
+    (trials dominated later are not among them): the fraction is an upper bound.
+    """
+    for finished in sorted({m.finished_seconds for m in models}):
+        ready = [m for m in models if m.finished_seconds <= finished]
+        points = [(base.latency_ms / m.latency_ms, m.accuracy) for m in offered(ready, base, floor)]
+        if hypervolume_2d(points) >= target:
+            return min(1.0, finished / wall_seconds) if wall_seconds > 0 else 1.0
+    return None
 
 
 LATENCY_FIGURES = ("front_speedup_within_10pct", "prediction_median_abs_error",
@@ -91,30 +115,38 @@ LATENCY_FIGURES = ("front_speedup_within_10pct", "prediction_median_abs_error",
 
 def summarise(models: list[BenchModel], base: BenchModel,
               walls: dict[str, float] | None = None,
-              latency: dict[str, dict] | None = None) -> dict[str, Any]:
+              latency: dict[str, dict] | None = None, floor: float = 0.0) -> dict[str, Any]:
     """Per method: front, hypervolume, accuracy at matched speedups, speedup per MAC cut, overhead.
 
     Front, hypervolume and interpolated accuracies use the test accuracies of the models the
     method offers (`offered`); `picked_at_speedup` is the single model a user would pick.
     """
     summary = {}
+    uniform = [m for m in models if m.method == "uniform"]
+    uniform_hv = hypervolume_2d([(base.latency_ms / m.latency_ms, m.accuracy)
+                                 for m in offered(uniform, base, floor)]) if uniform else None
     for method in METHODS:
         mine = [m for m in models if m.method == method]
         if not mine:
             continue
-        shown = offered(mine, base)
+        shown = offered(mine, base, floor)
         points = [(base.latency_ms / m.latency_ms, m.accuracy) for m in shown]
         efficiency = sorted((base.latency_ms / m.latency_ms) / (base.macs / m.macs) for m in mine)
         seconds = sum(m.seconds for m in mine)
+        wall = (walls or {}).get(method, seconds)
         summary[method] = {
             "models": len(mine),
             "offered": len(shown),
             "front": [{"speedup": s, "accuracy": a} for s, a in front(points)],
             "hypervolume": hypervolume_2d(points),
             "accuracy_at_speedup": {f"{s:g}x": accuracy_at(points, s) for s in MATCHED_SPEEDUPS},
-            "picked_at_speedup": {f"{s:g}x": picked_at(mine, base, s) for s in MATCHED_SPEEDUPS},
+            "picked_at_speedup": {f"{s:g}x": picked_at(mine, base, s, floor)
+                                  for s in MATCHED_SPEEDUPS},
             "speedup_per_mac_reduction_median": efficiency[len(efficiency) // 2],
-            "wall_seconds": (walls or {}).get(method, seconds),
+            "wall_seconds": wall,
+            # the fraction of its wall clock after which it matched the whole uniform sweep
+            "budget_to_uniform_hypervolume": None if uniform_hv is None else share_to_reach(
+                mine, base, uniform_hv, wall, floor),
             # of the trials' (or sweep points') time, the share that is neither fine-tuning
             # nor evaluation: pruning, measuring, sampling, storage, checkpoints
             "overhead_share": sum(m.overhead_seconds for m in mine) / seconds if seconds else 0.0,
@@ -144,6 +176,12 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             **{key: _spread([r.get(key) for r in per_run])
                for key in ("hypervolume", "speedup_per_mac_reduction_median", "overhead_share",
                            "wall_seconds", *LATENCY_FIGURES)},
+            # over the repeats where it matched uniform at all (how many: the next key)
+            "budget_to_uniform_hypervolume": _spread(
+                [r["budget_to_uniform_hypervolume"] for r in per_run
+                 if r.get("budget_to_uniform_hypervolume") is not None]),
+            "reached_uniform_hypervolume": sum(r.get("budget_to_uniform_hypervolume") is not None
+                                               for r in per_run),
             **{table: {s: _spread([r[table][s] for r in per_run]) for s in first[table]}
                for table in ("accuracy_at_speedup", "picked_at_speedup")},
         }

@@ -1,2 +1,2 @@
-"""Model families and data from outside: timm models and the bundled digits task (`models`,
-`digits`), and HuggingFace transformers (`huggingface`, needs `autoprune[hf]`)."""
+"""Model families and data from outside: timm models and the bundled tasks (`models`,
+`bundled_data`, `digits`), and HuggingFace transformers (`huggingface`, needs `autoprune[hf]`)."""
