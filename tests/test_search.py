@@ -224,3 +224,22 @@ def test_only_front_checkpoints_are_kept_by_default(tmp_path, tiny_search):
 def test_keep_all_checkpoints_on_request(tmp_path, tiny_search):
     result = tiny_search(keep_checkpoints="all")
     assert stored_checkpoints(tmp_path) == len(result.study.trials)
+
+
+def test_a_front_member_whose_checkpoint_another_worker_deleted_is_not_re_timed(tiny_search):
+    """With several workers, another one's newer trial can push a member off the front (and
+    delete its checkpoint) while this one finishes: finishing goes on without it."""
+    from autoprune.errors import CheckpointError
+    from autoprune.study.runner import _loadable_front
+
+    result = tiny_search(trials=4)
+    gone = result.pareto[0].trial
+    load = result.load
+
+    def load_or_gone(trial):
+        if trial == gone:
+            raise CheckpointError(f"trial {trial}'s checkpoint is not in the artifact store")
+        return load(trial)
+
+    result.load = load_or_gone
+    assert set(_loadable_front(result)) == {str(c.trial) for c in result.pareto[1:]}

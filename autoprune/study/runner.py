@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from optuna.trial import TrialState
 
 from ..console import ProgressBar, quiet_optuna, verbosity
-from ..errors import InvalidInputError
+from ..errors import CheckpointError, InvalidInputError
 from ..pruning.conversions import prepare
 from ..pruning.grouping import check_prunable
 from ..results.pareto import FrontTracker
@@ -257,11 +257,12 @@ def _run(session: _Session, prepared: PreparedModel, context: TrialContext, budg
 def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: Target,
             write_report: bool, options: SearchOptions) -> SearchResult:
     """Re-time the front interleaved with the unpruned model, record the end, write the report."""
-    result = session.result(prepared)
+    result, front = session.result(prepared), {}
     if result.pareto:
         logger.info(f"re-measuring the {len(result.pareto)} front members interleaved with the "
                     "unpruned model ...")
-        front = {str(c.trial): result.load(c.trial) for c in result.pareto}
+        front = _loadable_front(result)
+    if front:
         with ProgressBar("final re-timing", total=options.final_rounds, unit="round") as bar:
             final = interleaved_against_reference(front, prepared.model,
                                                   prepared.example_inputs, target,
@@ -281,6 +282,20 @@ def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: 
     for candidate in result.pareto:
         logger.info(f"  {candidate}")
     return result
+
+
+def _loadable_front(result: SearchResult) -> dict[str, nn.Module]:
+    """The front members' models by trial number. With several workers, another one's newer
+    trial can push a member off the front, and its checkpoint away, while this one finishes:
+    that member is no longer the front's, and is left out of the re-timing."""
+    front = {}
+    for candidate in result.pareto:
+        try:
+            front[str(candidate.trial)] = result.load(candidate.trial)
+        except CheckpointError:
+            logger.info(f"trial {candidate.trial} left the front while this worker finished "
+                        "(another worker's trial beat it): not re-timed")
+    return front
 
 
 def _shown_location(location: Any) -> str:
