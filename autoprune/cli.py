@@ -26,27 +26,27 @@ def _constraint(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"constraint {key!r} needs a number, got {value!r}") from None
 
 
-def _margin(text: str) -> float | None:
+def _number_or_off(text: str) -> float | None:
+    """A number, or None for 'off'."""
     if text.strip().lower() == "off":
         return None
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
-    if not value >= 0:
+
+
+def _margin(text: str) -> float | None:
+    value = _number_or_off(text)
+    if value is not None and not value >= 0:
         raise argparse.ArgumentTypeError(f"the margin must be 0 or more, got {text!r}")
     return value
 
 
 def _share(text: str) -> float | None:
     """A fraction in [0, 1], or 'off'."""
-    if text.strip().lower() == "off":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
-    if not 0 <= value <= 1:
+    value = _number_or_off(text)
+    if value is not None and not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}")
     return value
 

@@ -1,7 +1,7 @@
 """Image tasks that need no download, for the CLI, the demo and the benchmark.
 
-- `digits`: scikit-learn's 8x8 digits as they are (`digits.py`). A saturated task: an
-  untrained-from-scratch ResNet-18 reaches 98-99 %, and its 360 validation images make one
+- `digits`: scikit-learn's 8x8 digits as they are (`digits.py`). A saturated task: a
+  ResNet-18 trained from scratch reaches 98-99 %, and its 360 validation images make one
   image worth 0.28 points.
 - `digits-hard`: the same digits, each drawn several times under a random affine transform
   (rotation, scale, shift, shear) with pixel noise, fixed by a seed. Source images are split
