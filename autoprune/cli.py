@@ -14,6 +14,7 @@ from .errors import AutopruneError, InvalidInputError
 from .integrations.bundled_data import BUNDLED_DATA
 from .results.export import FORMATS
 from .store.storage import STORAGE_ENV, has_password, redact_url
+from .study.options import SearchOptions
 
 
 def _constraint(text: str) -> tuple[str, float]:
@@ -53,6 +54,11 @@ def _share(text: str) -> float | None:
 
 def _early_stop_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--early-stop-margin", type=_margin, default=0.02, help=help)
+
+
+def _promote_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--promote-share", type=_share, default=SearchOptions.promote_share,
+                        help=help)
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +155,8 @@ def _search_options(run: argparse.ArgumentParser) -> None:
     _early_stop_option(run, "stop a trial's fine-tuning a third of the way in when a faster "
                             "finished trial scored this much better at that point; 'off' never "
                             "stops")
+    _promote_option(run, "with a time budget, its last share fine-tunes the front's models "
+                         "longer instead of trying new ones; 'off': never")
     run.add_argument("--storage", default=os.environ.get(STORAGE_ENV),
                      help=f"Optuna storage URL (default: ${STORAGE_ENV} if set, else a sqlite "
                           "file in the run dir)")
@@ -191,6 +199,9 @@ def _bench_options(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--methods", default="uniform,global,random,fastnas,autoprune")
     _early_stop_option(bench, "autoprune's early stopping of trials ('off': every trial "
                               "fine-tunes to the end; random search never stops early)")
+    _promote_option(bench, "the last share of each search's budget fine-tunes its front "
+                           "longer (random search too: it is the product's, not the "
+                           "sampler's); 'off': never")
     bench.add_argument("--front-floor-share", type=_share, default=0.5,
                        help="models below this share of the way from chance to the unpruned "
                             "model's selection accuracy are offered by no method (autoprune's "
@@ -286,7 +297,8 @@ def _load_model(args):
 
 SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train_epochs",
                   "budget", "trials", "constraint", "device", "target", "threads", "search_space",
-                  "ignore_layer", "finetune_steps", "early_stop_margin", "seed")  # what a worker repeats
+                  "ignore_layer", "finetune_steps", "early_stop_margin", "promote_share",
+                  "seed")  # what a worker repeats
 
 
 def search_command(args) -> int:
@@ -306,6 +318,7 @@ def search_command(args) -> int:
                search_space=args.search_space, ignored_layers=args.ignore_layer,
                finetune_steps=args.finetune_steps, storage=args.storage,
                early_stop_margin=args.early_stop_margin,
+               options=SearchOptions(promote_share=args.promote_share),
                study_name=args.study_name, output_dir=args.output_dir, seed=args.seed,
                artifacts=args.artifacts, extra_settings={"cli": cli})
     except KeyboardInterrupt:
@@ -334,7 +347,8 @@ def worker_command(args) -> int:
     if "cli" not in settings:
         raise InvalidInputError(f"study {args.study_name!r} was not started by `autoprune search` "
                                 "(it was started from Python): run the same script on each worker")
-    options = argparse.Namespace(**{"early_stop_margin": None,  # studies from before it existed
+    options = argparse.Namespace(**{"early_stop_margin": None,  # studies from before these
+                                    "promote_share": None,      # options existed
                                     **settings["cli"]})
     options.storage, options.study_name, options.output_dir = (args.storage, args.study_name,
                                                                args.output_dir)
@@ -375,7 +389,7 @@ def bench_command(args) -> int:
                        finetune_steps=args.finetune_steps, budget_seconds=budget, ratios=ratios,
                        output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
                        early_stop_margin=args.early_stop_margin, equal_budget=args.equal_budget,
-                       floor_share=args.front_floor_share,
+                       floor_share=args.front_floor_share, promote_share=args.promote_share,
                        data=describe(args.data, train.dataset, held_out.dataset))
     results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv),
                         repeats=args.repeats, latency_check=checks,

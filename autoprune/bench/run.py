@@ -81,6 +81,7 @@ class BenchSetup:
     equal_budget: bool = False      # sweeps fine-tune longer, to spend a search's budget too
     data: dict | None = None        # what results.json says about the data (bundled_data.describe)
     floor_share: float | None = 0.5  # the front floor, every method alike (None: no floor)
+    promote_share: float | None = SearchOptions.promote_share  # both searches (promotion.py)
 
     def __post_init__(self):
         self.space = self.space or resolve_search_space(self.model, None)
@@ -173,7 +174,8 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
                     output_dir=setup.output_dir, study_name=method, seed=setup.seed,
                     finetune_steps=setup.finetune_steps, threads=setup.threads,
                     early_stop_margin=None if random else setup.early_stop_margin,
-                    options=SearchOptions(front_floor_share=setup.floor_share),
+                    options=SearchOptions(front_floor_share=setup.floor_share,
+                                          promote_share=setup.promote_share),
                     write_report=False, verbose=False)
     total = time.perf_counter() - started
     trials = [t for t in result.study.trials if t.datetime_complete is not None]
@@ -184,10 +186,11 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     share = max(1, len(result.pareto))  # the trials' time, spread over the models they left
     setup.latency_figures[method] = latency_figures(result.study)
     finished = {t.number: (t.datetime_complete - started_at).total_seconds() for t in trials}
+    steps = {t.number: TrialRecord.of(t).finetuned_steps or setup.finetune_steps for t in trials}
     return [BenchModel(method, f"{method} trial {c.trial}",
                        result.load(c.trial).to(setup.device).eval(),
                        trial_seconds / share, (trial_seconds - work) / share,
-                       finished_seconds=finished[c.trial], finetune_steps=setup.finetune_steps)
+                       finished_seconds=finished[c.trial], finetune_steps=steps[c.trial])
             for c in result.pareto]
 
 
@@ -355,6 +358,7 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
                    "budget_seconds_per_search": setup.budget_seconds, "ratios": list(setup.ratios)},
         "data": setup.data,
         "front_floor_share": setup.floor_share,
+        "promote_share": setup.promote_share,
         "equal_budget": setup.equal_budget,
         "splits": runs[0]["splits"] if runs else None,
         "hypervolume_reference": "speedup 1 (the unpruned latency) and accuracy 0; the speedup "

@@ -101,9 +101,16 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
         reference=record.reference,
         note=(record.failure or record.rejected_before_pruning and
               f"rejected before pruning: {record.rejected_before_pruning}" or
-              record.skipped_finetune or record.stopped_early or ""),
+              record.skipped_finetune or record.stopped_early or _promotion_note(record)),
         seconds=seconds, params_searched=dict(trial.params),
         kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None)
+
+
+def _promotion_note(record: TrialRecord) -> str:
+    if record.continues is None:
+        return ""
+    return (f"continues trial {record.continues}: +{record.promoted_steps} fine-tuning steps "
+            f"({record.finetuned_steps} in all)")
 
 
 def _importance(trials: list[FrozenTrial]) -> dict[str, dict[str, float]]:

@@ -44,6 +44,9 @@ class TrialRecord:
     mac_reduction: float | None = None
     reference: str | None = None          # "uniform 0.4", "warm start: ..." for enqueued trials
     retry_of: int | None = None           # the trial a Ctrl-C cut short, run again
+    continues: int | None = None          # the front member it fine-tunes further (promotion)
+    promoted_steps: int | None = None     # the steps that promotion was given
+    finetuned_steps: int | None = None    # steps of fine-tuning its weights had, in all
     skipped_finetune: str | None = None   # why it was not fine-tuned (a hard limit broken)
     screen_accuracy: float | None = None  # metric part-way through fine-tuning (early_stop)
     screen_step: int | None = None

@@ -26,7 +26,8 @@ class CheckpointRetention:
     """Keeps disk bounded: deletes the checkpoints of finished trials not on the front.
 
     The front is judged on the figures measured during each trial. Only finished trials are
-    considered, so a trial still running (here or on another worker) keeps its files.
+    considered, so a trial still running (here or on another worker) keeps its files, and so
+    does a front member whose promotion (promotion.py) is queued or running.
     """
 
     def __init__(self, artifact_store, cache_dir: Path, front: FrontTracker | None = None):
@@ -35,8 +36,11 @@ class CheckpointRetention:
         self.done: set[int] = set()  # finished trials whose checkpoint is gone (or never was)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
         keep = {t.number for t in self.front.update(study)}
-        for finished in study.get_trials(deepcopy=False):
+        # a promotion not finished yet still needs the checkpoint it continues from
+        keep |= {TrialRecord.of(t).continues for t in trials if not t.state.is_finished()}
+        for finished in trials:
             if (finished.number in self.done or finished.number in keep
                     or not finished.state.is_finished()):
                 continue
@@ -96,7 +100,8 @@ class Progress:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if (trial.state == TrialState.COMPLETE and trial.datetime_start and trial.datetime_complete
-                and not TrialRecord.of(trial).stopped_early):  # a full trial is what must fit
+                and not TrialRecord.of(trial).stopped_early  # a full trial is what must fit
+                and TrialRecord.of(trial).continues is None):  # promotions are planned apart
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state == TrialState.COMPLETE)

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from ..errors import InvalidInputError
 from ..runtime.model_io import batch_size_of
-from ..store.records import DIRECTIONS, OBJECTIVE_NAMES, StudyRecord, record_study, trial_facts
+from ..store.records import (DIRECTIONS, OBJECTIVE_NAMES, StudyRecord, TrialRecord, record_study,
+                             trial_facts)
 from .config import reference_params, uniform_params
 from .prepared import PreparedModel
 from .space import model_identifiers
@@ -96,8 +97,12 @@ def enqueue_references(study: optuna.Study, prepared: PreparedModel) -> None:
 
 
 def requeue_interrupted(study: optuna.Study, numbers: list[int]) -> None:
-    """Enqueue again, with the same parameters, the trials a Ctrl-C cut short."""
+    """Enqueue again, with the same parameters, the trials a Ctrl-C cut short (a promotion
+    again as the same promotion)."""
     trials = study.get_trials(deepcopy=False)
     for number in numbers:
-        study.enqueue_trial(trials[number].params, user_attrs=trial_facts(retry_of=number),
-                            skip_if_exists=False)
+        record = TrialRecord.of(trials[number])
+        promotion = {} if record.continues is None else dict(
+            continues=record.continues, promoted_steps=record.promoted_steps)
+        study.enqueue_trial(trials[number].params, skip_if_exists=False,
+                            user_attrs=trial_facts(retry_of=number, **promotion))

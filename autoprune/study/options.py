@@ -26,6 +26,9 @@ class SearchOptions:
     # the default front floor (top-1 metric, no `min_accuracy` given): this share of the way
     # from chance to the unpruned model's accuracy (0: chance itself; None: no default floor)
     front_floor_share: float | None = 0.5
+    # the last share of a time budget fine-tunes the front longer instead of sampling more
+    # (promotion.py; None or 0: never); trials get the time before it
+    promote_share: float | None = 0.5
 
     @property
     def block_seconds(self) -> float:
@@ -40,6 +43,9 @@ class SearchOptions:
         if self.front_floor_share is not None and not 0 <= self.front_floor_share <= 1:
             raise InvalidInputError(f"SearchOptions.front_floor_share must lie in [0, 1], "
                                     f"got {self.front_floor_share!r}")
+        if self.promote_share is not None and not 0 <= self.promote_share < 1:
+            raise InvalidInputError(f"SearchOptions.promote_share must lie in [0, 1), "
+                                    f"got {self.promote_share!r}")
         for name in ("final_rounds", "target_trials", "max_finetune_epochs", "latency_rounds",
                      "latency_max_rounds", "calibration_points"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -46,6 +46,7 @@ from .opening import (check_same_search, default_study_name, enqueue_references,
                       requeue_interrupted, search_identity)
 from .options import SearchOptions
 from .preflight import preflight
+from .promotion import promote_front, waiting_promotions
 from .prepared import PreparedModel
 from .space import SearchSpace, resolve_search_space
 from .trial import TrialContext, run_trial
@@ -167,6 +168,8 @@ def _plan_finetuning(session: _Session, prepared: PreparedModel, budget: Budget,
         middle = sorted(space.uniform_ratios or [0.5])[len(space.uniform_ratios) // 2]
         sparsity = config_from_params(uniform_params(space, dimensions, middle), dimensions,
                                       space).sparsity
+        if budget.seconds is not None and options.promote_share:  # trials get the rest
+            budget = replace(budget, seconds=budget.seconds * (1 - options.promote_share))
         steps = choose_finetune_steps(budget, train, prepared.prune(sparsity).model,
                                       prepared.model, prepared.device, loss_fn, space.optimizer,
                                       options.target_trials, options.max_finetune_epochs)
@@ -204,17 +207,29 @@ def _objective(session: _Session, context: TrialContext, budget: Budget,
 
 
 def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callbacks: list,
-                progress: Progress, started: float, poll_seconds: float) -> None:
+                progress: Progress, started: float, poll_seconds: float,
+                promote_share: float | None = None, min_promoted_steps: int = 1) -> None:
     """Run trials until the budget is spent: a study-wide trial total and/or this call's time.
 
     With a trial total, a worker starts a trial only while fewer than the total are complete
     or running; when the rest are running elsewhere it waits, failing stale trials (a dead
-    worker's) so that they are retried.
+    worker's) so that they are retried. With a time budget and `promote_share`, the last
+    share of the time fine-tunes the front longer, a round at a time (promotion.py): queued
+    promotions run while any time is left; a new trial starts only if a typical one fits.
     """
     deadline = None if budget.seconds is None else started + budget.seconds
+    promote_at = None
+    if deadline is not None and promote_share:
+        promote_at = deadline - promote_share * budget.seconds
     while True:
-        if deadline is not None and time.monotonic() + progress.typical_trial_seconds() > deadline:
-            return
+        now, typical = time.monotonic(), progress.typical_trial_seconds()
+        if (promote_at is not None and now + typical > promote_at
+                and not waiting_promotions(study)):  # a round at a time
+            promote_front(study, deadline - now, min_promoted_steps)
+        if deadline is not None:
+            needed = 0.0 if waiting_promotions(study) else typical
+            if now + needed >= deadline:
+                return
         if budget.trials is not None:
             states = [t.state for t in study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
@@ -242,7 +257,8 @@ def _run(session: _Session, prepared: PreparedModel, context: TrialContext, budg
     try:
         with progress:
             _run_trials(session.study, _objective(session, context, budget, interrupted), budget,
-                        callbacks, progress, started, options.poll_seconds)
+                        callbacks, progress, started, options.poll_seconds,
+                        options.promote_share, context.finetune_steps)
     except KeyboardInterrupt:
         requeue_interrupted(session.study, interrupted)
         if write_report:

@@ -33,8 +33,8 @@ from ..runtime.evaluate import evaluate
 from ..runtime.finetune import finetune
 from ..runtime.latency_model import LatencyModel
 from ..runtime.measure import Measurement, PairedLatency, measure_cost, paired_latency
-from ..store.artifacts import upload_checkpoint
-from ..store.checkpoint import save_checkpoint
+from ..store.artifacts import local_checkpoint, upload_checkpoint
+from ..store.checkpoint import load_checkpoint, read_description, save_checkpoint
 from ..store.records import TrialRecord, objective_values, record_seconds, record_trial
 from ..targets.base import Target
 from .config import suggest_config
@@ -76,6 +76,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     config = suggest_config(trial, prepared.space, prepared.dimensions)  # the sampler runs here
     record_seconds(trial, "sample", clock() - start)
     record_trial(trial, config=config.to_dict())
+    if TrialRecord.of(trial).continues is not None:
+        return _promoted_trial(trial, ctx, config)
     predicted_ms = ctx.baseline.latency_ms * ctx.latency_model.relative(config.sparsity)
     record_trial(trial, predicted_latency_ms=predicted_ms)
     if LATENCY in ctx.constraints and predicted_ms > ctx.constraints[LATENCY]:
@@ -106,10 +108,11 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
                               prepared.space.optimizer, on_step=screening,
                               on_progress=lambda step, loss: bar.update(1, loss=loss))
     record_seconds(trial, "finetune", clock() - start)
-    record_trial(trial, train_loss=train_loss)
+    screened = TrialRecord.of(trial)  # stopped early: the weights are those just screened
+    record_trial(trial, train_loss=train_loss, finetuned_steps=(
+        screened.screen_step if screened.stopped_early else ctx.finetune_steps))
 
     start = clock()
-    screened = TrialRecord.of(trial)  # stopped early: the weights are those just screened
     accuracy = screened.screen_accuracy if screened.stopped_early else evaluate(
         pruned.model, ctx.val, device, ctx.metric)
     record_seconds(trial, "evaluate", clock() - start)
@@ -121,27 +124,86 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         if not ctx.save_dominated:
             return objective_values(accuracy, figures)
     else:
-        start = clock()
-        paired = paired_latency(pruned.model, prepared.model, prepared.example_inputs,
-                                ctx.target, ctx.latency_rounds, ctx.block_seconds,
-                                ctx.latency_max_rounds)
-        reference_ms = ctx.baseline.latency_ms
-        figures = replace(figures, latency_ms=reference_ms / paired.speedup,
-                          latency_spread_ms=reference_ms * paired.speedup_spread
-                          / paired.speedup ** 2)
-        record_seconds(trial, "measure", screened.seconds.get("measure", 0) + clock() - start)
-        _record_figures(trial, ctx, figures, "paired", paired)
-        for key, value in hard_excess(figures, ctx.constraints).items():
-            trial.set_constraint(key, value)  # the measured latency replaces the prediction
+        figures = _timed(trial, ctx, pruned.model, figures)
+    _save(trial, ctx, pruned.model, pruned.history, config, figures, accuracy)
+    return objective_values(accuracy, figures)
 
-    start = clock()
+
+def _timed(trial: optuna.Trial, ctx: TrialContext, model, figures: Measurement) -> Measurement:
+    """Time `model` paired with the unpruned one; its figures with the measured latency."""
+    start = time.perf_counter()
+    paired = paired_latency(model, ctx.prepared.model, ctx.prepared.example_inputs,
+                            ctx.target, ctx.latency_rounds, ctx.block_seconds,
+                            ctx.latency_max_rounds)
+    reference_ms = ctx.baseline.latency_ms
+    figures = replace(figures, latency_ms=reference_ms / paired.speedup,
+                      latency_spread_ms=reference_ms * paired.speedup_spread
+                      / paired.speedup ** 2)
+    so_far = TrialRecord.of(trial).seconds.get("measure", 0)
+    record_seconds(trial, "measure", so_far + time.perf_counter() - start)
+    _record_figures(trial, ctx, figures, "paired", paired)
+    for key, value in hard_excess(figures, ctx.constraints).items():
+        trial.set_constraint(key, value)  # the measured latency replaces the prediction
+    return figures
+
+
+def _save(trial: optuna.Trial, ctx: TrialContext, model, history: list, config,
+          figures: Measurement, accuracy: float) -> None:
+    """Write the trial's checkpoint to the artifact store (see store/artifacts.py)."""
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autoprune-trial-") as staging:
-        save_checkpoint(staging, pruned.model, prepared.model, pruned.history,
-                        prepared.example_inputs,
+        save_checkpoint(staging, model, ctx.prepared.model, history,
+                        ctx.prepared.example_inputs,
                         extra={"trial": trial.number, "config": config.to_dict(),
                                "measurement": figures.to_dict(), "accuracy": accuracy})
         upload_checkpoint(trial, Path(staging), ctx.artifact_store)
-    record_seconds(trial, "save", clock() - start)
+    record_seconds(trial, "save", time.perf_counter() - start)
+
+
+def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
+                    config) -> tuple[float, float, float]:
+    """A promotion (promotion.py): fine-tune a front member's checkpoint further.
+
+    The architecture is the member's, so its measured figures carry over; it is timed again
+    only when the member never was. The learning rate restarts its cosine schedule over the
+    promoted steps (a warm restart).
+    """
+    clock, record = time.perf_counter, TrialRecord.of(trial)
+    member = trial.study.get_trials(deepcopy=False)[record.continues]
+    known = TrialRecord.of(member)
+    start = clock()
+    with tempfile.TemporaryDirectory(prefix="autoprune-promotion-") as cache:
+        directory = local_checkpoint(member, ctx.artifact_store, Path(cache))
+        model = load_checkpoint(directory, ctx.prepared.model).to(ctx.prepared.device)
+        history = read_description(directory)["pruning_history"]
+    figures = Measurement(**known.measurement)
+    record_trial(trial, predicted_latency_ms=known.predicted_latency_ms,
+                 kept_channels=known.kept_channels)
+    _record_figures(trial, ctx, figures, known.latency_source or "predicted",
+                    PairedLatency(**known.paired_latency) if known.paired_latency else None)
+    for key, value in hard_excess(figures, ctx.constraints).items():
+        trial.set_constraint(key, value)
+    record_seconds(trial, "prune", clock() - start)  # loading stands in for pruning
+
+    start = clock()
+    with ProgressBar(f"trial {trial.number} (continues {member.number}) fine-tuning",
+                     total=record.promoted_steps, leave=False) as bar:
+        train_loss = finetune(model, ctx.prepared.model, ctx.train, record.promoted_steps,
+                              config.lr, config.distillation, ctx.prepared.device, ctx.loss_fn,
+                              ctx.prepared.space.optimizer,
+                              on_progress=lambda step, loss: bar.update(1, loss=loss))
+    record_seconds(trial, "finetune", clock() - start)
+    before = known.finetuned_steps or ctx.finetune_steps
+    record_trial(trial, train_loss=train_loss,
+                 finetuned_steps=before + record.promoted_steps)
+
+    start = clock()
+    accuracy = evaluate(model, ctx.val, ctx.prepared.device, ctx.metric)
+    record_seconds(trial, "evaluate", clock() - start)
+    _record_accuracy_limits(trial, ctx, accuracy)
+    if known.latency_source != "paired":
+        figures = _timed(trial, ctx, model, figures)
+    _save(trial, ctx, model, history, config, figures, accuracy)
     return objective_values(accuracy, figures)
 
 
