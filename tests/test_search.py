@@ -80,6 +80,19 @@ def test_satisfied_constraints_are_recorded_as_feasible(tiny_search):
         assert set(trial.constraints) == {"params", "max_accuracy_drop"}  # floor 0: none
 
 
+def test_a_timed_trials_latency_limit_is_judged_on_its_measured_latency(tiny_search):
+    """The prediction is recorded first; timing must replace it (Optuna keeps the first value
+    of a constraint set twice, so a trial sets its hard limits once, when they are final)."""
+    limit = 1e6
+    result = tiny_search(trials=5, constraints={"latency_ms": limit})
+    timed = [t for t in result.study.trials if t.user_attrs.get("latency_source") == "paired"]
+    assert timed
+    for trial in timed:
+        measured = trial.user_attrs["measurement"]["latency_ms"]
+        assert measured != trial.user_attrs["predicted_latency_ms"]
+        assert trial.constraints["latency_ms"] == pytest.approx(measured - limit, abs=1e-9)
+
+
 def test_models_below_the_accuracy_floor_are_not_offered(tiny_search):
     """The default floor is half way from chance to the unpruned model; a model under it
     (the README demo once offered one at 10 %, chance) is recorded but not on the front."""

@@ -121,6 +121,7 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     if not _worth_timing(trial.study, accuracy, figures, ctx.prediction_margin):
         record_trial(trial, latency_source="predicted: a measured trial dominates it even "
                                            f"{ctx.prediction_margin:.0%} faster than predicted")
+        _record_hard_limits(trial, ctx, figures)
         if not ctx.save_dominated:
             return objective_values(accuracy, figures)
     else:
@@ -142,8 +143,7 @@ def _timed(trial: optuna.Trial, ctx: TrialContext, model, figures: Measurement) 
     so_far = TrialRecord.of(trial).seconds.get("measure", 0)
     record_seconds(trial, "measure", so_far + time.perf_counter() - start)
     _record_figures(trial, ctx, figures, "paired", paired)
-    for key, value in hard_excess(figures, ctx.constraints).items():
-        trial.set_constraint(key, value)  # the measured latency replaces the prediction
+    _record_hard_limits(trial, ctx, figures)  # with the measured latency
     return figures
 
 
@@ -181,8 +181,6 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
                  kept_channels=known.kept_channels)
     _record_figures(trial, ctx, figures, known.latency_source or "predicted",
                     PairedLatency(**known.paired_latency) if known.paired_latency else None)
-    for key, value in hard_excess(figures, ctx.constraints).items():
-        trial.set_constraint(key, value)
     record_seconds(trial, "prune", clock() - start)  # loading stands in for pruning
 
     start = clock()
@@ -201,7 +199,9 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
     accuracy = evaluate(model, ctx.val, ctx.prepared.device, ctx.metric)
     record_seconds(trial, "evaluate", clock() - start)
     _record_accuracy_limits(trial, ctx, accuracy)
-    if known.latency_source != "paired":
+    if known.latency_source == "paired":
+        _record_hard_limits(trial, ctx, figures)
+    else:
         figures = _timed(trial, ctx, model, figures)
     _save(trial, ctx, model, history, config, figures, accuracy)
     return objective_values(accuracy, figures)
@@ -224,13 +224,20 @@ def _record_accuracy_limits(trial: optuna.Trial, ctx: TrialContext,
         trial.set_constraint(key, value)
 
 
-def _broken_limits(trial: optuna.Trial, ctx: TrialContext, figures: Measurement) -> bool:
-    """Record each hard limit's excess (latency: predicted); True when one is broken."""
-    excess = hard_excess(figures, ctx.constraints)
-    for key, value in excess.items():
+def _record_hard_limits(trial: optuna.Trial, ctx: TrialContext, figures: Measurement) -> None:
+    """Record each hard limit's excess, once per trial: Optuna ignores a constraint set again,
+    so a trial sets them when its latency is final (measured, or the prediction it keeps)."""
+    for key, value in hard_excess(figures, ctx.constraints).items():
         trial.set_constraint(key, value)
-    violated = {key: value for key, value in excess.items() if value > 0}
+
+
+def _broken_limits(trial: optuna.Trial, ctx: TrialContext, figures: Measurement) -> bool:
+    """True when a hard limit is broken already (latency: predicted); then the excesses are
+    recorded and the trial ends. Otherwise nothing is recorded yet (see _record_hard_limits)."""
+    violated = {key: value for key, value in hard_excess(figures, ctx.constraints).items()
+                if value > 0}
     if violated:
+        _record_hard_limits(trial, ctx, figures)
         _record_accuracy_limits(trial, ctx, None)
         record_trial(trial, skipped_finetune=", ".join(
             f"{key} over its limit by {value:.4g}" for key, value in violated.items()))
