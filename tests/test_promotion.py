@@ -98,7 +98,9 @@ def test_a_time_budgeted_search_fine_tunes_its_front_further(tmp_path):
                               output_dir=tmp_path, study_name="s", verbose=False, threads=1,
                               seed=0, options=replace(QUICK, promote_share=0.5))
     trials = result.study.trials
-    promoted = [t for t in trials if TrialRecord.of(t).continues is not None]
+    # a round planned near the end may leave a promotion queued (it runs first on resume)
+    promoted = [t for t in trials if TrialRecord.of(t).continues is not None
+                and t.state != TrialState.WAITING]
     assert promoted, "no front member was promoted"
     for trial in promoted:
         record = TrialRecord.of(trial)

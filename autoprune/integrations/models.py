@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -87,20 +88,17 @@ def load_timm_checkpoint(path: str | Path) -> nn.Module:
     return load_weights(model, path)
 
 
-def train_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4, seed: int = 0,
-                data: str = "digits") -> tuple[nn.Module, float]:
-    """Train timm `name` from scratch on a bundled task (`bundled_data`); returns it and its
-    held-out accuracy."""
+def fit(model: nn.Module, train: Iterable, val: Iterable, epochs: int) -> float:
+    """Train `model` from its current weights (AdamW, one-cycle) on `train`; returns its
+    accuracy on `val`."""
     from ..runtime.evaluate import evaluate
+    from ..study.finetune_plan import epoch_steps
 
-    torch.manual_seed(seed)
-    train, val = bundled_loaders(data, batch_size=64, seed=seed)
-    model = create_timm_model(name, DIGITS_CLASSES)
-    # AdamW with one-cycle: 99 % for resnet18 in 4 epochs, and it also trains MobileNetV3,
-    # which SGD left near chance in 6 epochs on this task.
+    # AdamW with one-cycle: 99 % for resnet18 in 4 epochs on digits, and it also trains
+    # MobileNetV3, which SGD left near chance in 6 epochs on that task.
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3,
-                                                   total_steps=epochs * len(train))
+                                                   total_steps=epochs * epoch_steps(train))
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -112,23 +110,40 @@ def train_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4, seed: int = 0,
             schedule.step()
         logger.info(f"  epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} "
                     f"({time.perf_counter() - start:.0f} s)")
-    accuracy = evaluate(model, val, "cpu")
+    return evaluate(model.eval(), val, "cpu")
+
+
+def train_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4, seed: int = 0,
+                data: str = "digits") -> tuple[nn.Module, float]:
+    """Train timm `name` from scratch on a bundled task (`bundled_data`); returns it and its
+    held-out accuracy."""
+    torch.manual_seed(seed)
+    train, val = bundled_loaders(data, batch_size=64, seed=seed)
+    model = create_timm_model(name, DIGITS_CLASSES)
+    accuracy = fit(model, train, val, epochs)
     return model.eval(), accuracy
 
 
 def trained_model(name: str = DEFAULT_DEMO_MODEL, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-                  epochs: int = 4, data: str = "digits") -> nn.Module:
-    """timm `name` trained on the bundled task `data`, from the cache or trained now and cached."""
+                  epochs: int = 4, data: str = "digits", loaders: tuple | None = None,
+                  num_classes: int = DIGITS_CLASSES) -> nn.Module:
+    """timm `name` trained on the bundled task `data`, or on `loaders` (the user's data, whose
+    cache key `data` is then), from the cache or trained now and cached."""
     path = Path(cache_dir) / f"{name}-{data}-{epochs}ep.safetensors"
     if path.is_file():
         logger.info(f"using the cached {data} model {path}")
         return load_timm_checkpoint(path).eval()
     logger.info(f"training {name} on {data} for {epochs} epochs (cached as {path}) ...")
-    model, accuracy = train_model(name, epochs, data=data)
+    if loaders is None:
+        model, accuracy = train_model(name, epochs, data=data)
+    else:
+        torch.manual_seed(0)
+        model = create_timm_model(name, num_classes)
+        accuracy = fit(model, *loaders, epochs)
     logger.info(f"  validation accuracy {accuracy:.2%}")
-    save_timm_checkpoint(model, name, DIGITS_CLASSES, path, {"data": data, "accuracy": accuracy,
-                                                              "epochs": epochs})
-    return model
+    save_timm_checkpoint(model, name, num_classes, path, {"data": data, "accuracy": accuracy,
+                                                          "epochs": epochs})
+    return model.eval()
 
 
 def model_source(model: nn.Module) -> dict | None:

@@ -48,6 +48,7 @@ class TrialRow(NamedTuple):
     seconds: float | None
     params_searched: dict[str, Any]
     kept_channels: list[int] | None
+    full_finetune: dict | None = None  # SearchResult.finetune's record: accuracy, epochs, ...
 
 
 class ReportData(NamedTuple):
@@ -106,6 +107,14 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
         kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None)
 
 
+def _full_summary(entry: dict | None) -> dict | None:
+    """What the card shows of a full fine-tune (not its weights' artifact ids)."""
+    if not entry:
+        return None
+    return {key: entry[key] for key in ("accuracy", "brief_accuracy", "epochs", "best_epoch",
+                                        "seconds")}
+
+
 def _promotion_note(record: TrialRecord) -> str:
     if record.continues is None:
         return ""
@@ -149,7 +158,9 @@ def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
     base_channels = record.base_channels or {}
     layers = list(base_channels)
     front = {t.number for t in front_trials(study)}
-    rows = [_row(t, front, layers) for t in trials]
+    full = record.finetuned or {}
+    rows = [_row(t, front, layers)._replace(full_finetune=_full_summary(full.get(str(t.number))))
+            for t in trials]
     final = record.final_latency_ms or {}
     if final:  # the interleaved re-measurement of the front replaces the in-trial timing
         base_latency = final.get("baseline", baseline.get("latency_ms"))

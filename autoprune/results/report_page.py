@@ -29,6 +29,10 @@ function showCard(number) {
     ['learning rate', p.lr === undefined ? '–' : Number(p.lr).toExponential(2)],
     ['trial time', fmt(t.seconds, 1) + ' s'],
   ];
+  const full = t.full_finetune;
+  if (full) rows.splice(2, 0, ['full fine-tune', fmt(100 * full.accuracy, 2) + ' % after ' +
+    full.epochs + ' epochs (best epoch ' + full.best_epoch + '; brief fine-tune ' +
+    fmt(100 * full.brief_accuracy, 2) + ' %, ' + fmt(full.seconds, 0) + ' s)']);
   if (t.note) rows.push(['note', t.note]);
   const cli = DATA.commands.cli.replaceAll('{trial}', number);
   const py = DATA.commands.python.replaceAll('{trial}', number);

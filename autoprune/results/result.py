@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import optuna
+import torch
 import torch.nn as nn
 from optuna.trial import FrozenTrial
 
-from ..errors import CheckpointError, NoCandidateError
-from ..store.artifacts import local_checkpoint
+from ..errors import CheckpointError, InvalidInputError, NoCandidateError
+from ..store.artifacts import local_checkpoint, local_finetuned, store_finetuned
 from ..store.checkpoint import load_checkpoint
 from ..store.records import StudyRecord, TrialRecord
 from .pareto import front_trials
@@ -29,42 +31,63 @@ class Candidate:
     params: int
     macs: int
     config: dict[str, Any] = field(repr=False)
+    brief_accuracy: float | None = None   # the search's, when `accuracy` is a full fine-tune's
+    finetuned_epochs: int | None = None   # epochs of that full fine-tune (SearchResult.finetune)
 
     def __str__(self) -> str:
-        return (f"trial {self.trial:>4}: accuracy {self.accuracy:7.2%}  latency {self.latency_ms:7.2f} ms "
+        text = (f"trial {self.trial:>4}: accuracy {self.accuracy:7.2%}  latency {self.latency_ms:7.2f} ms "
                 f"({self.speedup:4.2f}x)  memory {self.memory_mb:6.1f} MiB  params "
                 f"{self.params / 1e6:6.2f} M  MACs {self.macs / 1e6:7.1f} M  {self.config['criterion']}")
+        if self.finetuned_epochs is not None:
+            text += (f"  (fine-tuned {self.finetuned_epochs} epochs; brief "
+                     f"{self.brief_accuracy:.2%})")
+        return text
 
 
 def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
-                         final_latency_ms: dict | None = None) -> Candidate:
-    """A `Candidate`; latency comes from the interleaved final re-measurement when there is one."""
+                         final_latency_ms: dict | None = None,
+                         finetuned: dict | None = None) -> Candidate:
+    """A `Candidate`; latency comes from the interleaved final re-measurement when there is
+    one, accuracy from a full fine-tune of the trial (`finetuned`) when there is one."""
     record = TrialRecord.of(trial)
     figures = record.measurement
     final = (final_latency_ms or {})
     latency = final.get(str(trial.number), figures["latency_ms"])
     baseline = final.get("baseline", baseline_latency_ms)
-    return Candidate(trial=trial.number, accuracy=trial.values[0], latency_ms=latency,
-                     speedup=baseline / latency, memory_mb=figures["memory_mb"],
-                     params=figures["params"], macs=figures["macs"], config=record.config)
+    full = (finetuned or {}).get(str(trial.number))
+    return Candidate(trial=trial.number, accuracy=full["accuracy"] if full else trial.values[0],
+                     latency_ms=latency, speedup=baseline / latency,
+                     memory_mb=figures["memory_mb"], params=figures["params"],
+                     macs=figures["macs"], config=record.config,
+                     brief_accuracy=trial.values[0] if full else None,
+                     finetuned_epochs=full["epochs"] if full else None)
 
 
 class SearchResult:
     """A finished (or stopped) search: its front, its unpruned reference, and its models."""
 
     def __init__(self, study: optuna.Study, base_model: nn.Module | None, artifact_store,
-                 cache_dir: Path, report_path: Path | None = None, storage: str | None = None):
+                 cache_dir: Path, report_path: Path | None = None, storage: str | None = None,
+                 teacher: nn.Module | None = None, data: tuple | None = None,
+                 metric: Callable | None = None, loss: Callable | None = None):
         self.study = study
         self.storage = storage  # the URL as shown: password masked (see storage.py)
         self.base_model = base_model
         self.artifact_store = artifact_store
         self.cache_dir = Path(cache_dir)  # where checkpoints are downloaded to on this machine
         self.report_path = report_path
-        record = StudyRecord.of(study)
+        # what finetune() needs: the trained original (base_model may be rebuilt, untrained),
+        # the search's (train, val), metric and loss
+        self.teacher, self.data, self.metric, self.loss = teacher, data, metric, loss
+        self._refresh()
+
+    def _refresh(self) -> None:
+        record = StudyRecord.of(self.study)
         self.baseline = record.baseline
-        final = record.final_latency_ms
+        self.finetuned = record.finetuned or {}
         self.pareto: list[Candidate] = sorted(
-            (candidate_from_trial(t, self.baseline["latency_ms"], final) for t in front_trials(study)),
+            (candidate_from_trial(t, self.baseline["latency_ms"], record.final_latency_ms,
+                                  self.finetuned) for t in front_trials(self.study)),
             key=lambda c: c.latency_ms)
 
     @classmethod
@@ -81,11 +104,13 @@ class SearchResult:
 
         study = optuna.load_study(study_name=study_name, storage=storage)
         settings = StudyRecord.of(study).settings or {}
+        teacher = base_model  # a rebuilt architecture has random weights: no teacher
         if base_model is None:
             base_model = rebuild_base_model(settings.get("model_source"))
         store = open_artifact_store(artifacts or settings["artifacts"])
         cache = Path(cache_dir) if cache_dir else Path("reports") / study_name / "trials"
-        return cls(study, base_model, store, cache, storage=storage_url(storage))
+        return cls(study, base_model, store, cache, storage=storage_url(storage),
+                   teacher=teacher)
 
     def best(self, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
              min_accuracy: float | None = None, max_params: int | None = None) -> Candidate:
@@ -107,29 +132,102 @@ class SearchResult:
                                    f"the front has {closest or 'no model yet'}")
         return max(fitting, key=lambda c: (c.accuracy, -c.latency_ms))
 
-    def export(self, trial: int | Candidate, path: str | Path, format: str = "safetensors") -> Path:
-        """Write `trial`'s model to `path` as safetensors+JSON, ONNX or TorchScript, verified."""
+    def export(self, trial: int | Candidate, path: str | Path, format: str = "safetensors",
+               brief: bool = False) -> Path:
+        """Write `trial`'s model to `path` as safetensors+JSON, ONNX or TorchScript, verified
+        (its full fine-tune's weights when there is one, unless `brief`)."""
         from .export import export_checkpoint
 
         number = trial.trial if isinstance(trial, Candidate) else int(trial)
         self._require_base_model()
-        return export_checkpoint(self.checkpoint_path(number), self.base_model, path, format)
+        return export_checkpoint(self.checkpoint_path(number, brief), self.base_model, path,
+                                 format)
 
     def _require_base_model(self) -> None:
         if self.base_model is None:
             raise CheckpointError("this study's model is not a timm model autoprune can rebuild: "
                                   "pass base_model= (the model you searched) to load or export")
 
-    def checkpoint_path(self, trial: int) -> Path:
-        """The local directory of `trial`'s checkpoint, fetched from the artifact store."""
+    def checkpoint_path(self, trial: int, brief: bool = False) -> Path:
+        """The local directory of `trial`'s checkpoint, fetched from the artifact store: its
+        full fine-tune's when there is one (unless `brief`), else the search's."""
+        full = None if brief else StudyRecord.of(self.study).finetuned or {}
+        if full and str(trial) in full:
+            return local_finetuned(trial, full[str(trial)]["artifacts"], self.artifact_store,
+                                   self.cache_dir)
         trials = self.study.get_trials(deepcopy=False)
         return local_checkpoint(trials[trial], self.artifact_store, self.cache_dir)
 
-    def load(self, trial: int | Candidate) -> nn.Module:
-        """The pruned, fine-tuned model of `trial`, rebuilt from the base model, in eval mode."""
+    def load(self, trial: int | Candidate, brief: bool = False) -> nn.Module:
+        """The pruned, fine-tuned model of `trial`, rebuilt from the base model, in eval mode:
+        with its full fine-tune's weights when there is one, unless `brief`."""
         number = trial.trial if isinstance(trial, Candidate) else int(trial)
         self._require_base_model()
-        return load_checkpoint(self.checkpoint_path(number), self.base_model)
+        return load_checkpoint(self.checkpoint_path(number, brief), self.base_model)
+
+    def finetune(self, trial: int | Candidate, epochs: int, train: Iterable | None = None,
+                 val: Iterable | None = None, lr: float | None = None,
+                 alpha: float | None = None, temperature: float | None = None,
+                 optimizer: str | None = None, device: str | torch.device = "cpu",
+                 restart: bool = False) -> nn.Module:
+        """Fine-tune `trial`'s model for `epochs` passes over `train`, distilling from the
+        original model, and keep the best epoch on `val` (see full_finetune.py).
+
+        Starts from the trial's brief checkpoint with the trial's learning rate, alpha,
+        temperature and the search's optimizer unless given; resumes an interrupted run with
+        the same settings (`restart=True` begins again). The result is stored with the study
+        beside the brief checkpoint, which stays: `load`, `export`, `best` and the report use
+        it from then on, here or in another process. A result from `search()` uses the
+        search's `train` / `val`; one from `from_storage` needs them, and `base_model=` (the
+        trained original, the teacher). Returns the fine-tuned model.
+        """
+        from ..runtime.model_io import resolve_device
+        from .full_finetune import FinetuneSettings, check_settings, finetune_pick
+
+        number = trial.trial if isinstance(trial, Candidate) else int(trial)
+        frozen = self._finished_trial(number)
+        searched = self.data or (None, None)
+        train = train if train is not None else searched[0]
+        val = val if val is not None else searched[1]
+        if train is None or val is None:
+            raise InvalidInputError("finetune() needs train= and val= (a result loaded from "
+                                    "storage does not know the search's data)")
+        if self.teacher is None:
+            raise InvalidInputError("finetune() distils from the trained original model: pass "
+                                    "it as base_model= to SearchResult.from_storage")
+        config = TrialRecord.of(frozen).config
+        settings = FinetuneSettings(
+            epochs=epochs, lr=lr if lr is not None else config["lr"],
+            alpha=alpha if alpha is not None else config["distillation"]["alpha"],
+            temperature=(temperature if temperature is not None
+                         else config["distillation"]["temperature"]),
+            optimizer=optimizer or (StudyRecord.of(self.study).settings or {}).get(
+                "finetune_optimizer", "adamw"))
+        check_settings(settings)
+        student = self.load(number, brief=True)
+        brief_directory = self.checkpoint_path(number, brief=True)
+        started = time.perf_counter()
+        progress = finetune_pick(student, self.teacher, train, val, settings,
+                                 self.cache_dir.parent / "finetune" / f"trial-{number:05d}",
+                                 resolve_device(device), **self._metric_and_loss(),
+                                 restart=restart)
+        store_finetuned(self.study, number, student, self.base_model, brief_directory,
+                        self.artifact_store, progress, time.perf_counter() - started)
+        self._refresh()
+        return student.eval()
+
+    def _metric_and_loss(self) -> dict:
+        return {key: value for key, value in (("metric", self.metric), ("loss_fn", self.loss))
+                if value is not None}
+
+    def _finished_trial(self, number: int) -> FrozenTrial:
+        trials = self.study.get_trials(deepcopy=False)
+        if not 0 <= number < len(trials):
+            raise InvalidInputError(f"study {self.study.study_name!r} has no trial {number}")
+        if not TrialRecord.of(trials[number]).checkpoint_artifacts:
+            raise InvalidInputError(f"trial {number} has no checkpoint to fine-tune (not "
+                                    "finished, not fine-tuned, or it fell off the front)")
+        return trials[number]
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write the HTML report of this study to `path` (default: next to the checkpoints)."""

@@ -35,6 +35,34 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature ** 2
 
 
+def distilled_loss(student: nn.Module, teacher: nn.Module, inputs, targets,
+                   distillation: Distillation, loss_fn: Callable = F.cross_entropy) -> torch.Tensor:
+    """The training loss of one batch: hard loss and KD term weighted by `alpha`."""
+    logits = logits_of(run_model(student, inputs))
+    loss = loss_fn(logits, targets) if distillation.alpha < 1 else logits.new_zeros(())
+    if distillation.alpha > 0:
+        with torch.no_grad():
+            teacher_logits = logits_of(run_model(teacher, inputs))
+        kd = distillation_loss(logits, teacher_logits, distillation.temperature)
+        loss = (1 - distillation.alpha) * loss + distillation.alpha * kd
+    return loss
+
+
+def training_step(student: nn.Module, teacher: nn.Module, inputs, targets, optimizer,
+                  schedule, distillation: Distillation, loss_fn: Callable, where: str) -> float:
+    """One optimiser step on one batch; returns its loss. A non-finite loss raises
+    `TrialFailure` at once (`where` says at which step): the weights are already ruined."""
+    loss = distilled_loss(student, teacher, inputs, targets, distillation, loss_fn)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrialFailure(f"fine-tuning loss became {value} {where}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return value
+
+
 def cycle_batches(loader: Iterable, steps: int):
     """`steps` batches from `loader`, starting it again as often as needed."""
     produced = 0
@@ -77,22 +105,10 @@ def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     recent: list[float] = []
     for step, (inputs, targets) in enumerate(cycle_batches(train, steps)):
-        inputs, targets = to_device(inputs, device), to_device(targets, device)
-        logits = logits_of(run_model(student, inputs))
-        loss = loss_fn(logits, targets) if distillation.alpha < 1 else logits.new_zeros(())
-        if distillation.alpha > 0:
-            with torch.no_grad():
-                teacher_logits = logits_of(run_model(teacher, inputs))
-            kd = distillation_loss(logits, teacher_logits, distillation.temperature)
-            loss = (1 - distillation.alpha) * loss + distillation.alpha * kd
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrialFailure(f"fine-tuning loss became {value} at step {step + 1} of {steps} "
-                               f"(lr={lr:.3g}); this configuration diverged")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        value = training_step(student, teacher, to_device(inputs, device),
+                              to_device(targets, device), optimizer, schedule, distillation,
+                              loss_fn, f"at step {step + 1} of {steps} (lr={lr:.3g}); this "
+                                       "configuration diverged")
         recent = (recent + [value])[-10:]
         if on_progress is not None:
             on_progress(step + 1, value)

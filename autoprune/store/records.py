@@ -121,6 +121,7 @@ class StudyRecord:
     final_latency_ms: dict | None = None  # interleaved re-timing: "baseline" and trial numbers
     latency_model: dict | None = None    # runtime.latency_model.LatencyModel, as data
     finished: str | None = None          # ISO time the search ended
+    finetuned: dict | None = None        # trial number -> its full fine-tune (store_finetuned)
 
     @classmethod
     def of(cls, study: optuna.Study) -> "StudyRecord":

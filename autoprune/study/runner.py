@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -67,10 +67,11 @@ class _Session:
     run_dir: Path
     artifact_location: Any
     store: Any                 # the artifact store
+    finetune_inputs: dict = field(default_factory=dict)  # (train, val), metric, loss
 
     def result(self, prepared: PreparedModel) -> SearchResult:
         return SearchResult(self.study, prepared.model, self.store, self.run_dir / "trials",
-                            storage=self.where)
+                            storage=self.where, teacher=prepared.model, **self.finetune_inputs)
 
 
 def _check_model_runs(model: nn.Module, example_inputs: Any, targets: Any, metric: Callable,
@@ -337,7 +338,7 @@ def _with_accuracy_floor(constraints: dict[str, float], prepared: PreparedModel,
 
 
 def _measurement(baseline: dict) -> Measurement:
-    return Measurement(**{field.name: baseline[field.name] for field in fields(Measurement)})
+    return Measurement(**{item.name: baseline[item.name] for item in fields(Measurement)})
 
 
 def _gradient_batches(train: Iterable, device: torch.device, options: SearchOptions) -> list:
@@ -413,12 +414,14 @@ def search(
         # 3. open the study, or join it
         session = _open_or_join(prepared, parsed_constraints, parsed_budget, storage,
                                 study_name, output_dir, artifacts, sampler, seed)
+        session.finetune_inputs = {"data": (train, val), "metric": metric, "loss": loss_fn}
         if seed is not None:
             torch.manual_seed(seed)
         # 4. the unpruned model, measured once per study
         settings = {"artifacts": _shown_location(session.artifact_location),
                     "constraints": parsed_constraints, "budget": parsed_budget.describe(),
                     "data": describe_data(train, val), "early_stop_margin": early_stop_margin,
+                    "finetune_optimizer": space.optimizer,
                     **(extra_settings or {})}
         baseline = measure_baseline(session.study, prepared, val, metric, timing_target,
                                     options.latency_rounds, options.block_seconds, settings)
