@@ -89,3 +89,16 @@ def test_report_loads_nothing_from_the_network(report, browser):
         "return performance.getEntriesByType('resource').map(e => e.name)")
     assert [u for u in urls if u.startswith("http")] == []
     assert browser.execute_script("return typeof Plotly") == "object"
+
+
+@needs_browser
+def test_a_fully_fine_tuned_trial_card_shows_brief_and_full_accuracy(report, browser):
+    number = report.pareto[0].trial
+    report.finetune(number, epochs=1)
+    page = report.report(report.report_path.with_name("after-finetune.html"))
+    browser.get(page.as_uri())
+    browser.execute_script(f"showCard({number})")
+    card = browser.find_element("id", "card").text
+    entry = report.finetuned[str(number)]
+    assert f"full fine-tune {100 * entry['accuracy']:.2f} % after 1 epochs" in card
+    assert f"brief fine-tune {100 * entry['brief_accuracy']:.2f} %" in card

@@ -118,6 +118,9 @@ class Progress:
                 what += f" | {skipped}"
             if record.stopped_early:
                 what += f" | stopped early after {record.screen_step} steps"
+            if record.continues is not None:
+                what += (f" | continues trial {record.continues}: +{record.promoted_steps} "
+                         f"steps, {record.finetuned_steps} in all")
         elif trial.state == TrialState.PRUNED:
             what = f"not run: {record.surplus or 'pruned'}"
         else:

@@ -105,7 +105,8 @@ def promote_front(study: optuna.Study, seconds_left: float, min_steps: int) -> l
                             user_attrs=trial_facts(continues=promotion.member.number,
                                                    promoted_steps=promotion.steps))
     if plan:
-        logger.info(f"promoting {len(plan)} front members for longer fine-tuning: " + ", ".join(
+        members = "member" if len(plan) == 1 else "members"
+        logger.info(f"promoting {len(plan)} front {members} for longer fine-tuning: " + ", ".join(
             f"trial {p.member.number} +{p.steps} steps" for p in plan))
     return plan
 
