@@ -1,5 +1,6 @@
 """The HTML report in a real headless Chromium: it renders, a click opens a card, no network."""
 
+import re
 import shutil
 
 import pytest
@@ -60,17 +61,17 @@ def test_plot_renders_one_point_per_trial_and_reference(report, browser):
 
 @needs_browser
 def test_clicking_a_front_point_opens_its_trial_card(report, browser):
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
     browser.get(report.report_path.as_uri())
-    index = browser.execute_script(
-        "return document.getElementById('pareto-latency').data"
-        ".findIndex(t => t.name.startsWith('front'))")
-    assert index >= 0
-    point = browser.find_elements(
-        By.CSS_SELECTOR, f"#pareto-latency .scatterlayer .trace:nth-child({index + 1}) .point")[0]
-    ActionChains(browser).move_to_element(point).click().perform()
+    # Plotly picks the clicked point by its own hover rules (the nearest within 20 px), and a
+    # tiny model at chance accuracy puts dominated points that close to the front's: give the
+    # page's handler the click event Plotly sends for the front trace's first point.
+    browser.execute_script(
+        "const fig = document.getElementById('pareto-latency');"
+        "const trace = fig.data.findIndex(t => t.name.startsWith('front'));"
+        "fig.emit('plotly_click', {points: [{curveNumber: trace, pointNumber: 0,"
+        " customdata: fig.data[trace].customdata[0]}]});")
     card = browser.find_element(By.ID, "card")
     front = {c.trial for c in report.pareto}
     title = card.find_element(By.TAG_NAME, "h3").text
@@ -100,5 +101,8 @@ def test_a_fully_fine_tuned_trial_card_shows_brief_and_full_accuracy(report, bro
     browser.execute_script(f"showCard({number})")
     card = browser.find_element("id", "card").text
     entry = report.finetuned[str(number)]
-    assert f"full fine-tune {100 * entry['accuracy']:.2f} % after 1 epochs" in card
-    assert f"brief fine-tune {100 * entry['brief_accuracy']:.2f} %" in card
+    shown = re.search(r"full fine-tune ([\d.]+) % after 1 epochs .*brief fine-tune ([\d.]+) %",
+                      card)
+    assert shown, card
+    assert float(shown[1]) == pytest.approx(100 * entry["accuracy"], abs=0.006)
+    assert float(shown[2]) == pytest.approx(100 * entry["brief_accuracy"], abs=0.006)
