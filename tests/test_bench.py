@@ -116,7 +116,8 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
     # untrained, it scores near chance: no front floor, or whole fronts would vanish at random
     code = main(["bench", "--model", str(checkpoint), "--budget", "25s", "--finetune-steps", "2",
                  "--ratios", "0.2,0.4", "--threads", "1", "--output-dir", str(tmp_path),
-                 "--name", "ci", "--repeats", "2", "--front-floor-share", "off"])
+                 "--name", "ci", "--repeats", "2", "--front-floor-share", "off",
+                 "--promote-share", "off"])
     assert code == 0
     results = json.loads((tmp_path / "benchmarks" / "ci" / "results.json").read_text())
     fastnas_installed = importlib.util.find_spec("modelopt") is not None
@@ -137,8 +138,10 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
     assert results["machine"]["threads"] == 1 and results["command"].startswith("autoprune bench")
     assert results["data"]["name"] == "digits" and results["data"]["held_out"] == 360
     assert results["front_floor_share"] is None and first["accuracy_floor"] == 0
+    assert results["promote_share"] is None  # promotion off: tests/test_promotion.py has it
     # --equal-budget (the default): each sweep model fine-tunes longer than a search's trial,
-    # to spend the 25 s a search gets; the searches' models keep the recipe's 2 steps
+    # to spend the 25 s a search gets; the searches' models keep the recipe's 2 steps (with
+    # promotion off)
     for run in results["runs"]:
         for model in run["models"]:
             if model["method"] in ("uniform", "global"):
