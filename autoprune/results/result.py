@@ -204,8 +204,9 @@ class SearchResult:
             optimizer=optimizer or (StudyRecord.of(self.study).settings or {}).get(
                 "finetune_optimizer", "adamw"))
         check_settings(settings)
-        student = self.load(number, brief=True)
+        self._require_base_model()
         brief_directory = self.checkpoint_path(number, brief=True)
+        student = load_checkpoint(brief_directory, self.base_model)
         started = time.perf_counter()
         progress = finetune_pick(student, self.teacher, train, val, settings,
                                  self.cache_dir.parent / "finetune" / f"trial-{number:05d}",

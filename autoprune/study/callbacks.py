@@ -99,14 +99,14 @@ class Progress:
         return statistics.median(self.durations) if self.durations else 0.0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        record = TrialRecord.of(trial)
         if (trial.state == TrialState.COMPLETE and trial.datetime_start and trial.datetime_complete
-                and not TrialRecord.of(trial).stopped_early  # a full trial is what must fit
-                and TrialRecord.of(trial).continues is None):  # promotions are planned apart
+                and not record.stopped_early  # a full trial is what must fit
+                and record.continues is None):  # promotions are planned apart
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
         front = [candidate_from_trial(t, self.baseline_latency) for t in self.front.update(study)]
-        record = TrialRecord.of(trial)
         if trial.state == TrialState.COMPLETE:
             skipped = record.skipped_finetune
             timed = (f"({record.speedup:.2f}x)" if record.latency_source == "paired" else

@@ -41,13 +41,14 @@ def steps_run(record: TrialRecord, default: int) -> int:
     return record.promoted_steps or record.finetuned_steps or default
 
 
-def promotable(study: optuna.Study) -> list[FrozenTrial]:
+def promotable(study: optuna.Study, front: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
     """Front members worth continuing, fastest first: fine-tuned, with a checkpoint, and not
-    continued already (by this worker or another). A promotion may be promoted again."""
+    continued already (by this worker or another). A promotion may be promoted again.
+    `front`: the study's front when the caller tracks it already (FrontTracker)."""
     claimed = {TrialRecord.of(t).continues for t in study.get_trials(deepcopy=False)
                if t.state != TrialState.FAIL}
     members = []
-    for trial in front_trials(study):
+    for trial in front_trials(study) if front is None else front:
         record = TrialRecord.of(trial)
         if (record.checkpoint_artifacts and not record.skipped_finetune
                 and trial.number not in claimed):
@@ -97,9 +98,10 @@ def plan_promotions(members: list[FrozenTrial], seconds_left: float,
     return []
 
 
-def promote_front(study: optuna.Study, seconds_left: float, min_steps: int) -> list[Promotion]:
+def promote_front(study: optuna.Study, seconds_left: float, min_steps: int,
+                  front: list[FrozenTrial] | None = None) -> list[Promotion]:
     """Enqueue the promotions that fit in `seconds_left` (they run before any new trial)."""
-    plan = plan_promotions(promotable(study), seconds_left, min_steps)
+    plan = plan_promotions(promotable(study, front), seconds_left, min_steps)
     for promotion in plan:
         study.enqueue_trial(promotion.member.params, skip_if_exists=False,
                             user_attrs=trial_facts(continues=promotion.member.number,

@@ -224,13 +224,13 @@ def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callba
         promote_at = deadline - promote_share * budget.seconds
     while True:
         now, typical = time.monotonic(), progress.typical_trial_seconds()
-        if (promote_at is not None and now + typical > promote_at
-                and not waiting_promotions(study)):  # a round at a time
-            promote_front(study, deadline - now, min_promoted_steps)
-        if deadline is not None:
-            needed = 0.0 if waiting_promotions(study) else typical
-            if now + needed >= deadline:
-                return
+        waiting = waiting_promotions(study) if deadline is not None else 0
+        if promote_at is not None and now + typical > promote_at and not waiting:
+            # a round at a time, from the front the callbacks already track
+            waiting = len(promote_front(study, deadline - now, min_promoted_steps,
+                                        progress.front.update(study)))
+        if deadline is not None and now + (0.0 if waiting else typical) >= deadline:
+            return
         if budget.trials is not None:
             states = [t.state for t in study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
