@@ -64,7 +64,9 @@ def _promote_option(parser: argparse.ArgumentParser, help: str) -> None:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and data options `search` and `bench` share."""
     parser.add_argument("--model", default="resnet18",
-                        help="a timm model name, or a .safetensors checkpoint with a sidecar .json")
+                        help="a timm model name (resnet18), a torchvision one (tv:resnet50), a "
+                             ".safetensors checkpoint with a sidecar .json, or a local "
+                             "HuggingFace model directory (config.json + weights)")
     parser.add_argument("--weights", help="weights for --model NAME (.safetensors, or .pt/.pth "
                                          "state dict loaded with weights_only=True)")
     parser.add_argument("--pretrained", action="store_true",
@@ -347,22 +349,26 @@ def select_command(args) -> int:
 
 def _load_model(args, num_classes: int | None = 10, data_key: str | None = None,
                 loaders: tuple | None = None):
-    """The model `--model` names: a checkpoint (its classes checked against `num_classes`
-    unless None), a timm name with --weights or --pretrained, or a bare timm name trained on
-    the data first (`loaders`, cached under `data_key`)."""
-    from .integrations.models import (create_timm_model, load_timm_checkpoint, load_weights,
-                                      trained_model)
+    """The model `--model` names: a checkpoint file or a HuggingFace directory (their classes
+    checked against `num_classes` unless None), a timm or `tv:` name with --weights or
+    --pretrained, or a bare name trained on the data first (`loaders`, cached under
+    `data_key`)."""
+    from .integrations.models import create_model, load_weights, trained_model
 
-    if _is_checkpoint(args.model):
-        model = load_timm_checkpoint(args.model)
-        if num_classes is not None and getattr(model, "num_classes", num_classes) != num_classes:
-            raise InvalidInputError(f"--model {args.model} has {model.num_classes} classes, but "
+    if _is_checkpoint(args.model) or _is_directory(args.model):
+        if args.weights or args.pretrained:
+            raise InvalidInputError(f"--model {args.model} holds its weights: drop --weights "
+                                    "and --pretrained")
+        model = _saved_model(args.model)
+        classes = _class_count(model)
+        if num_classes is not None and classes is not None and classes != num_classes:
+            raise InvalidInputError(f"--model {args.model} has {classes} classes, but "
                                     f"--data {args.data} has {num_classes}")
         return model
     if args.weights:
-        return load_weights(create_timm_model(args.model, num_classes), args.weights)
+        return load_weights(create_model(args.model, num_classes), args.weights)
     if args.pretrained:
-        return create_timm_model(args.model, num_classes, pretrained=True)
+        return create_model(args.model, num_classes, pretrained=True)
     return trained_model(args.model, Path(args.output_dir) / "models", epochs=args.train_epochs,
                          data=data_key or args.data, loaders=loaders, num_classes=num_classes)
 
@@ -371,11 +377,44 @@ def _is_checkpoint(model: str) -> bool:
     return model.endswith(".safetensors") or Path(model).is_file()
 
 
+def _is_directory(model: str) -> bool:
+    """A directory given as --model: it must be a HuggingFace one."""
+    from .integrations.models import is_huggingface_directory
+
+    if Path(model).is_dir() and not is_huggingface_directory(model):
+        raise InvalidInputError(f"--model {model} is a directory without a config.json: give a "
+                                "HuggingFace model directory (save_pretrained), a .safetensors "
+                                "checkpoint, or a timm or tv: model name")
+    return Path(model).is_dir()
+
+
+def _saved_model(model: str):
+    """The model in a checkpoint file or a HuggingFace directory, weights included."""
+    from .integrations.models import load_huggingface_directory, load_named_checkpoint
+
+    if _is_directory(model):
+        return load_huggingface_directory(model)
+    return load_named_checkpoint(model)
+
+
+def _class_count(model) -> int | None:
+    """The classes a model predicts, where it says: timm's `num_classes`, torchvision's
+    recorded source, a transformers config's `num_labels`."""
+    from .integrations.models import model_source
+
+    config = getattr(model, "config", None)
+    for count in (getattr(model, "num_classes", None), (model_source(model) or {}).get("num_classes"),
+                  getattr(config, "num_labels", None)):
+        if isinstance(count, int):
+            return count
+    return None
+
+
 def _model_and_data(args) -> tuple:
     """`(model, train, val)` for `autoprune search`: every check on the data runs before a
     model is trained or a study opened (integrations/user_data.py)."""
     from .integrations.bundled_data import bundled_loaders
-    from .integrations.models import create_timm_model, load_timm_checkpoint
+    from .integrations.models import create_model
     from .integrations.user_data import (class_count, folder_loaders, function_loaders,
                                          inspect_folder, is_function_spec, preprocessing)
 
@@ -389,13 +428,14 @@ def _model_and_data(args) -> tuple:
         return _load_model(args), train, val
     if is_function_spec(args.data):
         train, val = function_loaders(args.data)
-        # a checkpoint knows its classes; counting them may take a pass over the loader
-        classes = None if _is_checkpoint(args.model) else class_count(train)
+        # a saved model knows its classes; counting them may take a pass over the loader
+        saved = _is_checkpoint(args.model) or _is_directory(args.model)
+        classes = None if saved else class_count(train)
         return _load_model(args, classes, args.data.replace(":", "."), (train, val)), train, val
     layout = inspect_folder(args.data)
     # The preprocessing is the architecture's (mean, std, interpolation), trained or not.
-    probe = (load_timm_checkpoint(args.model) if _is_checkpoint(args.model)
-             else create_timm_model(args.model, len(layout.classes)))
+    probe = (_saved_model(args.model) if _is_checkpoint(args.model) or _is_directory(args.model)
+             else create_model(args.model, len(layout.classes)))
     # Split with a fixed seed, as the bundled tasks are: a model trained and cached on one
     # split must never meet its training images in another split's validation set.
     train, val = folder_loaders(layout, preprocessing(probe, args.image_size), args.batch_size,

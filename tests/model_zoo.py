@@ -148,6 +148,23 @@ ZOO.append(ZooModel("HF GPT-2 decoder (from config)", "hf_decoder", _gpt2(),
                     full_name="HF GPT-2 4 layers, hidden 256"))
 
 
+def _hf_vit(hidden: int = 32, layers: int = 2, heads: int = 4, intermediate: int = 64,
+            size: int = 32, patch: int = 8):
+    def build():
+        import transformers
+        config = transformers.ViTConfig(
+            image_size=size, patch_size=patch, hidden_size=hidden, num_hidden_layers=layers,
+            num_attention_heads=heads, intermediate_size=intermediate, num_labels=10)
+        return transformers.ViTForImageClassification(config)
+    return build
+
+
+ZOO.append(ZooModel("HF ViT (from config)", "hf_encoder", _hf_vit(),
+                    kinds=frozenset({"heads", "inner"}), needs="transformers",
+                    full=_hf_vit(hidden=192, layers=4, heads=3, intermediate=768, size=64),
+                    full_name="HF ViT 4 layers, hidden 192 (64x64, patch 8)"))
+
+
 def _swin():
     import timm
     return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10,

@@ -11,7 +11,7 @@ import timm
 from autoprune.bench.scoring import (BenchModel, accuracy_at, aggregate, front, hypervolume_2d,
                                      offered, picked_at, share_to_reach, summarise)
 from autoprune.cli import main
-from autoprune.integrations.models import save_timm_checkpoint
+from autoprune.integrations.models import save_named_checkpoint
 
 
 def test_front_keeps_only_non_dominated_points_by_speedup():
@@ -109,7 +109,7 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
     """`autoprune bench` on a quarter-width ResNet-18 and the digits data, seconds per method."""
     narrow = {"channels": [32, 64, 128, 256], "stem_width": 32}
     model = timm.create_model("resnet18", num_classes=10, **narrow)
-    checkpoint = save_timm_checkpoint(model.eval(), "resnet18", 10, tmp_path / "tiny.safetensors",
+    checkpoint = save_named_checkpoint(model.eval(), "resnet18", 10, tmp_path / "tiny.safetensors",
                                       {"timm_kwargs": narrow})
     # the budget covers each search's set-up too: measuring the unpruned model and building
     # its latency model take several seconds of it before the first trial

@@ -102,6 +102,28 @@ def _resize(model: nn.Module, shapes: dict) -> None:
                               f"{shapes['heads']}")
 
 
+def _in_memory_names(model: nn.Module, saved: dict) -> dict:
+    """`saved` with the model's own parameter names. transformers 5 renames some modules in
+    memory (ViT's `attention.attention.query` is `attention.q_proj`) and writes the old names
+    on save; its loader renames them back, which loading into a resized model here bypasses.
+    The model's own save-side renaming maps each in-memory tensor to its saved name: pure
+    renamings keep the tensor, which pairs the names."""
+    own = model.state_dict()
+    if set(saved) <= set(own):
+        return saved
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers 4 saves the in-memory names
+        return saved
+    in_memory = {tensor.data_ptr(): name for name, tensor in own.items()}
+    renamed = {}
+    for saved_name, tensor in revert_weight_conversion(model, dict(own)).items():
+        name = in_memory.get(tensor.data_ptr())
+        if name is not None and saved_name in saved:
+            renamed[name] = saved[saved_name]
+    return {**{k: v for k, v in saved.items() if k in own}, **renamed}
+
+
 def from_pretrained(directory: str | Path, model_class=None, **kwargs) -> nn.Module:
     """Load a model written by `save_pretrained` (pruned or not); `model_class` defaults to
     the config's first `architectures` entry."""
@@ -122,7 +144,8 @@ def from_pretrained(directory: str | Path, model_class=None, **kwargs) -> nn.Mod
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file is missing")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    missing, unexpected = model.load_state_dict(_in_memory_names(model, load_file(str(weights))),
+                                                strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [key for key in missing if key not in tied]
     if missing or unexpected:

@@ -1,9 +1,12 @@
-"""Getting a model to search: timm names, local checkpoint files, and the digits baseline.
+"""Getting a model to search: timm and torchvision names, local checkpoint files, HuggingFace
+directories, and the digits baseline.
 
-Nothing is downloaded: timm models are built with `pretrained=False` unless the user asks
-for pretrained weights they have cached. Weights load with safetensors or
-`torch.load(weights_only=True)`; a sidecar JSON next to a `.safetensors` file says which
-timm architecture it holds.
+A model name is a timm name (`resnet18`) or a torchvision one with the `tv:` prefix
+(`tv:resnet50`). Nothing is downloaded: models are built without weights unless the user
+asks for pretrained weights they have cached. Weights load with safetensors or
+`torch.load(weights_only=True)`; a sidecar JSON next to a `.safetensors` file names the
+architecture it holds. A model records where it came from (`model_source`) so a worker, or a
+result opened from storage, can rebuild the architecture.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DEMO_MODEL = "resnet18"
 DEFAULT_CACHE_DIR = Path("reports") / "models"
+TORCHVISION_PREFIX = "tv:"
+SOURCE_ATTRIBUTE = "autoprune_source"  # set on models built here: how to rebuild them
 
 
 def create_timm_model(name: str, num_classes: int, pretrained: bool = False,
@@ -40,6 +45,62 @@ def create_timm_model(name: str, num_classes: int, pretrained: bool = False,
         raise InvalidInputError(f"unknown timm model {name!r}" +
                                 (f"; similar names: {', '.join(close)}" if close else ""))
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+def create_torchvision_model(name: str, num_classes: int, pretrained: bool = False) -> nn.Module:
+    """torchvision's `name` (without the `tv:` prefix) with `num_classes` outputs; pretrained
+    weights only from torch's local cache, and only with ImageNet's 1000 classes."""
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        close = [n for n in torchvision.models.list_models() if name.split("_")[0] in n][:8]
+        raise InvalidInputError(f"unknown torchvision model {name!r}" +
+                                (f"; similar names: {', '.join(close)}" if close else ""))
+    if pretrained:
+        if num_classes != 1000:
+            raise InvalidInputError(
+                f"--pretrained {TORCHVISION_PREFIX}{name} has ImageNet's 1000 classes but the "
+                f"data has {num_classes}: replace and train its head yourself, save the state "
+                "dict, and pass it with --weights")
+        try:
+            model = torchvision.models.get_model(name, weights="DEFAULT")
+        except Exception as err:  # no network here: only weights already in torch's cache
+            raise InvalidInputError(f"cannot get torchvision's pretrained weights for {name} "
+                                    f"(they must be in torch's local cache): {err}") from err
+    else:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    setattr(model, SOURCE_ATTRIBUTE, {"torchvision_model": name, "num_classes": num_classes})
+    return model
+
+
+def create_model(name: str, num_classes: int, pretrained: bool = False) -> nn.Module:
+    """A timm model, or a torchvision one for a `tv:` name."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return create_torchvision_model(name.removeprefix(TORCHVISION_PREFIX), num_classes,
+                                        pretrained)
+    return create_timm_model(name, num_classes, pretrained)
+
+
+def is_huggingface_directory(path: str | Path) -> bool:
+    """A directory written by `save_pretrained` (it holds a config.json)."""
+    return Path(path).is_dir() and (Path(path) / "config.json").is_file()
+
+
+def load_huggingface_directory(path: str | Path) -> nn.Module:
+    """A transformers model from a local directory (plain, or pruned and saved by
+    `autoprune.huggingface.save_pretrained`)."""
+    from .huggingface import from_pretrained
+
+    path = Path(path).resolve()
+    try:
+        model = from_pretrained(path)
+    except ImportError:
+        raise InvalidInputError(f"{path} is a HuggingFace model directory: "
+                                "pip install 'autoprune[hf]'") from None
+    except Exception as err:
+        raise InvalidInputError(f"cannot load the HuggingFace model in {path}: {err}") from err
+    setattr(model, SOURCE_ATTRIBUTE, {"huggingface_directory": str(path)})
+    return model
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -65,26 +126,36 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def save_timm_checkpoint(model: nn.Module, name: str, num_classes: int, path: Path,
-                         extra: dict | None = None) -> Path:
-    """Write `path` (safetensors) and its sidecar JSON naming the timm architecture; an
-    `extra` entry `timm_kwargs` is passed to `timm.create_model` when loading."""
+def _name_entry(name: str) -> dict:
+    if name.startswith(TORCHVISION_PREFIX):
+        return {"torchvision_model": name.removeprefix(TORCHVISION_PREFIX)}
+    return {"timm_model": name}
+
+
+def save_named_checkpoint(model: nn.Module, name: str, num_classes: int, path: Path,
+                          extra: dict | None = None) -> Path:
+    """Write `path` (safetensors) and its sidecar JSON naming the architecture (a timm or
+    `tv:` name); an `extra` entry `timm_kwargs` is passed to `timm.create_model` when loading."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, str(path))
-    _sidecar(path).write_text(json.dumps({"timm_model": name, "num_classes": num_classes,
+    _sidecar(path).write_text(json.dumps({**_name_entry(name), "num_classes": num_classes,
                                           **(extra or {})}, indent=1))
     return path
 
 
-def load_timm_checkpoint(path: str | Path) -> nn.Module:
-    """A timm model rebuilt from a `.safetensors` file and its sidecar JSON."""
+def load_named_checkpoint(path: str | Path) -> nn.Module:
+    """A timm or torchvision model rebuilt from a `.safetensors` file and its sidecar JSON."""
     path = Path(path)
     sidecar = _sidecar(path)
     if not sidecar.is_file():
         raise InvalidInputError(f"{path} has no sidecar {sidecar.name} naming its architecture; "
-                                "pass the timm name with --model and this file with --weights")
+                                "pass the model name with --model and this file with --weights")
     info = json.loads(sidecar.read_text())
-    model = create_timm_model(info["timm_model"], info["num_classes"], **info.get("timm_kwargs", {}))
+    if "torchvision_model" in info:
+        model = create_torchvision_model(info["torchvision_model"], info["num_classes"])
+    else:
+        model = create_timm_model(info["timm_model"], info["num_classes"],
+                                  **info.get("timm_kwargs", {}))
     return load_weights(model, path)
 
 
@@ -115,11 +186,11 @@ def fit(model: nn.Module, train: Iterable, val: Iterable, epochs: int) -> float:
 
 def train_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4, seed: int = 0,
                 data: str = "digits") -> tuple[nn.Module, float]:
-    """Train timm `name` from scratch on a bundled task (`bundled_data`); returns it and its
-    held-out accuracy."""
+    """Train `name` (timm, or `tv:` torchvision) from scratch on a bundled task
+    (`bundled_data`); returns it and its held-out accuracy."""
     torch.manual_seed(seed)
     train, val = bundled_loaders(data, batch_size=64, seed=seed)
-    model = create_timm_model(name, DIGITS_CLASSES)
+    model = create_model(name, DIGITS_CLASSES)
     accuracy = fit(model, train, val, epochs)
     return model.eval(), accuracy
 
@@ -127,27 +198,31 @@ def train_model(name: str = DEFAULT_DEMO_MODEL, epochs: int = 4, seed: int = 0,
 def trained_model(name: str = DEFAULT_DEMO_MODEL, cache_dir: str | Path = DEFAULT_CACHE_DIR,
                   epochs: int = 4, data: str = "digits", loaders: tuple | None = None,
                   num_classes: int = DIGITS_CLASSES) -> nn.Module:
-    """timm `name` trained on the bundled task `data`, or on `loaders` (the user's data, whose
-    cache key `data` is then), from the cache or trained now and cached."""
-    path = Path(cache_dir) / f"{name}-{data}-{epochs}ep.safetensors"
+    """Model `name` (timm, or `tv:` torchvision) trained on the bundled task `data`, or on
+    `loaders` (the user's data, whose cache key `data` is then), from the cache or trained now
+    and cached."""
+    path = Path(cache_dir) / f"{name.replace(':', '-')}-{data}-{epochs}ep.safetensors"
     if path.is_file():
         logger.info(f"using the cached {data} model {path}")
-        return load_timm_checkpoint(path).eval()
+        return load_named_checkpoint(path).eval()
     logger.info(f"training {name} on {data} for {epochs} epochs (cached as {path}) ...")
     if loaders is None:
         model, accuracy = train_model(name, epochs, data=data)
     else:
         torch.manual_seed(0)
-        model = create_timm_model(name, num_classes)
+        model = create_model(name, num_classes)
         accuracy = fit(model, *loaders, epochs)
     logger.info(f"  validation accuracy {accuracy:.2%}")
-    save_timm_checkpoint(model, name, num_classes, path, {"data": data, "accuracy": accuracy,
+    save_named_checkpoint(model, name, num_classes, path, {"data": data, "accuracy": accuracy,
                                                           "epochs": epochs})
     return model.eval()
 
 
 def model_source(model: nn.Module) -> dict | None:
-    """How to rebuild `model`'s architecture later (a timm name and class count), if known."""
+    """How to rebuild `model`'s architecture later (a timm or torchvision name and class
+    count, or a HuggingFace directory), if known."""
+    if isinstance(getattr(model, SOURCE_ATTRIBUTE, None), dict):
+        return dict(getattr(model, SOURCE_ATTRIBUTE))
     cfg = getattr(model, "pretrained_cfg", None) or {}
     name = cfg.get("architecture") if isinstance(cfg, dict) else None
     if not name:
@@ -161,8 +236,15 @@ def model_source(model: nn.Module) -> dict | None:
 
 
 def rebuild_base_model(source: dict | None) -> nn.Module | None:
-    """The architecture recorded by `model_source` (random weights: checkpoints replace them)."""
-    if not source or "timm_model" not in source:
+    """The architecture recorded by `model_source` (its weights are replaced by checkpoints'
+    weights; a HuggingFace directory's are its own)."""
+    if not source:
+        return None
+    if "torchvision_model" in source:
+        return create_torchvision_model(source["torchvision_model"], source["num_classes"])
+    if "huggingface_directory" in source:
+        return load_huggingface_directory(source["huggingface_directory"])
+    if "timm_model" not in source:
         return None
     import timm
 

@@ -2,9 +2,9 @@
 
 `--data DIR`: torchvision's ImageFolder layout, one sub-folder of images per class, either as
 `DIR/train/<class>/` and `DIR/val/<class>/`, or as `DIR/<class>/` split into train and
-validation by `--val-fraction` (stratified, with a fixed seed). Images get the timm model's own
-preprocessing (`timm.data.resolve_data_config` / `create_transform`, evaluation mode) at
-`--image-size`. `--data module:function`: anything else; the function (imported from the
+validation by `--val-fraction` (stratified, with a fixed seed). Images get the model's own
+preprocessing (timm's `resolve_data_config` / `create_transform`, evaluation mode; a
+HuggingFace directory's image processor settings) at `--image-size`. `--data module:function`: anything else; the function (imported from the
 current directory or the Python path) returns `(train_loader, val_loader)`, the same contract
 as `search()`.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +104,37 @@ def inspect_folder(path: str | Path) -> FolderLayout:
 
 
 def preprocessing(model: nn.Module, image_size: int | None):
-    """The timm model's evaluation transform at `image_size` (its own default if None)."""
+    """The model's evaluation transform at `image_size` (its own default if None): timm's
+    data config for a timm model, a HuggingFace directory's preprocessor_config.json, else
+    ImageNet's mean and std at 224 (torchvision's convention)."""
     from timm.data import create_transform, resolve_data_config
 
-    args = {"input_size": (3, image_size, image_size)} if image_size else {}
+    args = _huggingface_preprocessing(model)
+    if image_size:
+        args["input_size"] = (3, image_size, image_size)
     return create_transform(**resolve_data_config(args, model=model), is_training=False)
+
+
+def _huggingface_preprocessing(model: nn.Module) -> dict:
+    """timm data-config entries from a HuggingFace model's image processor settings."""
+    from .models import model_source
+
+    directory = (model_source(model) or {}).get("huggingface_directory")
+    config = getattr(model, "config", None)
+    settings = {}
+    if directory and (Path(directory) / "preprocessor_config.json").is_file():
+        settings = json.loads((Path(directory) / "preprocessor_config.json").read_text())
+    args = {key: tuple(settings[f"image_{key}"]) for key in ("mean", "std")
+            if f"image_{key}" in settings}
+    size = settings.get("size")
+    if isinstance(size, dict):
+        size = size.get("height") or size.get("shortest_edge")
+    size = size or getattr(config, "image_size", None)
+    if isinstance(size, int):
+        channels = getattr(config, "num_channels", 3)
+        args["input_size"] = (channels, size, size)
+        args["crop_pct"] = 1.0  # the processor resizes to the size; it does not crop
+    return args
 
 
 def folder_loaders(layout: FolderLayout, transform, batch_size: int, val_fraction: float,

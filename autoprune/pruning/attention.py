@@ -3,7 +3,7 @@
 Torch-Pruning removes whole heads from the query/key/value projections when it is told each
 projection's head count. The attention modules themselves reshape with head counts kept as
 plain attributes (timm's `num_heads`/`attn_dim`, HuggingFace BERT's
-`num_attention_heads`/`all_head_size`, GPT-2's `num_heads`/`split_size`), which no graph tracer sees; after pruning, and after
+`num_attention_heads`/`all_head_size`, ViT's `num_attention_heads`, GPT-2's `num_heads`/`split_size`), which no graph tracer sees; after pruning, and after
 replaying a pruning history, `sync_heads` sets them from the projections' new widths.
 Head dimensions are never cut: only whole heads go, so `head_dim` stays valid.
 """
@@ -48,6 +48,10 @@ def _set_bert_heads(module: nn.Module, heads: int) -> None:
     module.all_head_size = heads * module.attention_head_size
 
 
+def _set_projection_heads(module: nn.Module, heads: int) -> None:
+    module.num_attention_heads = heads  # the forward reshapes with -1 heads of head_dim
+
+
 def _set_distilbert_heads(module: nn.Module, heads: int) -> None:
     module.n_heads = heads
 
@@ -75,6 +79,17 @@ ATTENTION_KINDS = (
                            and isinstance(getattr(m, "attention_head_size", None), int)),
         projection_names=("query", "key", "value"), outputs_per_projection=1,
         head_dim=lambda m: m.attention_head_size, set_heads=_set_bert_heads),
+    # HuggingFace transformers 5 encoders (ViT, ...): q_proj, k_proj, v_proj, reshaped with -1
+    # heads of `head_dim`. As many key/value heads as query heads only: grouped-query
+    # attention (Llama-style) needs whole key/value groups removed, which this does not do.
+    AttentionKind(
+        name="HuggingFace q_proj/k_proj/v_proj",
+        matches=lambda m: (all(_is_linear(m, n) for n in ("q_proj", "k_proj", "v_proj"))
+                           and isinstance(getattr(m, "num_attention_heads", None), int)
+                           and isinstance(getattr(m, "head_dim", None), int)
+                           and _out_features(m.k_proj) == _out_features(m.q_proj)),
+        projection_names=("q_proj", "k_proj", "v_proj"), outputs_per_projection=1,
+        head_dim=lambda m: m.head_dim, set_heads=_set_projection_heads),
     # HuggingFace DistilBERT: q_lin, k_lin, v_lin; reshapes with -1 heads, so only the count
     # attribute needs updating.
     AttentionKind(
