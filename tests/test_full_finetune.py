@@ -15,8 +15,14 @@ from autoprune.results.full_finetune import (PROGRESS_FILE, FinetuneSettings, fi
                                              kendall_tau)
 from autoprune.results.report import report_data
 from autoprune.results.result import SearchResult
+from autoprune.runtime.task import classification_task
 
 SETTINGS = FinetuneSettings(epochs=4, lr=0.01, alpha=0.5, temperature=2.0, optimizer="adamw")
+
+
+def scored_by(val, metric=None):
+    """The built-in classification task on `val`, with `metric` (top-1 if None)."""
+    return classification_task(val, "cpu", metric)
 
 
 def outputs(model):
@@ -41,14 +47,15 @@ def test_the_best_epoch_is_kept(tmp_path):
     falling = iter(range(100, 0, -1))
     student = TinyResNet()
     brief = outputs(student)
-    progress = finetune_pick(student, TinyResNet(), train, val, SETTINGS, tmp_path, "cpu",
-                             metric=lambda logits, targets: next(falling) / 100)
+    progress = finetune_pick(student, TinyResNet(), train,
+                             scored_by(val, lambda logits, targets: next(falling) / 100),
+                             SETTINGS, tmp_path, "cpu")
     assert progress["completed"] == 4 and progress["best_epoch"] == 0  # none beat the brief
     assert torch.equal(outputs(student), brief)
 
     student = TinyResNet()
-    progress = finetune_pick(student, TinyResNet(), train, val, SETTINGS, tmp_path / "b", "cpu",
-                             metric=rising_metric())
+    progress = finetune_pick(student, TinyResNet(), train, scored_by(val, rising_metric()),
+                             SETTINGS, tmp_path / "b", "cpu")
     assert progress["best_epoch"] == 4 and not torch.equal(outputs(student), brief)
 
 
@@ -62,18 +69,18 @@ def test_a_fine_tune_killed_at_epoch_2_of_4_resumes_there_and_ends_after_4(tmp_p
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        finetune_pick(TinyResNet(), TinyResNet(), train, val, SETTINGS, tmp_path, "cpu",
-                      metric=rising_metric(), on_epoch=killed_at_2)
+        finetune_pick(TinyResNet(), TinyResNet(), train, scored_by(val, rising_metric()),
+                      SETTINGS, tmp_path, "cpu", on_epoch=killed_at_2)
     assert '"completed": 2' in (tmp_path / PROGRESS_FILE).read_text()
-    progress = finetune_pick(TinyResNet(), TinyResNet(), train, val, SETTINGS, tmp_path, "cpu",
-                             metric=rising_metric(), on_epoch=lambda e, m: seen.append(e))
+    progress = finetune_pick(TinyResNet(), TinyResNet(), train, scored_by(val, rising_metric()),
+                             SETTINGS, tmp_path, "cpu", on_epoch=lambda e, m: seen.append(e))
     assert seen == [1, 2, 3, 4]  # epochs 1 and 2 were not run again
     assert [h["epoch"] for h in progress["history"]] == [1, 2, 3, 4]
 
     other = FinetuneSettings(epochs=4, lr=0.001, alpha=0.5, temperature=2.0, optimizer="adamw")
     with pytest.raises(InvalidInputError, match="other settings"):
-        finetune_pick(TinyResNet(), TinyResNet(), train, val, other, tmp_path, "cpu")
-    progress = finetune_pick(TinyResNet(), TinyResNet(), train, val,
+        finetune_pick(TinyResNet(), TinyResNet(), train, scored_by(val), other, tmp_path, "cpu")
+    progress = finetune_pick(TinyResNet(), TinyResNet(), train, scored_by(val),
                              FinetuneSettings(1, 0.001, 0.5, 2.0, "adamw"), tmp_path, "cpu",
                              restart=True)
     assert progress["completed"] == 1
@@ -81,7 +88,7 @@ def test_a_fine_tune_killed_at_epoch_2_of_4_resumes_there_and_ends_after_4(tmp_p
 
 def test_a_pick_fine_tuned_is_what_load_export_best_and_the_report_use(tiny_search, tmp_path):
     result = tiny_search(trials=3)
-    result.metric = rising_metric()  # so that the last epoch is the best: new weights
+    result.metric_fn = rising_metric()  # so that the last epoch is the best: new weights
     pick = result.pareto[0]
     brief = outputs(result.load(pick.trial))
     model = result.finetune(pick.trial, epochs=2)

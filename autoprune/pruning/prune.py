@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from ..runtime.model_io import output_tensors, run_model, to_device
+from ..runtime.model_io import logits_of, output_tensors, run_model, to_device
 from .attention import pruner_head_arguments, sync_heads
 from .conversions import to_prunable
 from .criteria import get_criterion
@@ -48,32 +48,37 @@ def _head_ratios(dimensions: list[PruningDimension], sparsity: dict[str, float])
             for dim in dimensions if dim.kind == "heads" for layer in dim.layers}
 
 
-def _accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable,
-                          output_to_logits: Callable, device) -> None:
+def cross_entropy_of_logits(model: nn.Module, batch) -> torch.Tensor:
+    """The default gradient loss: cross-entropy of the logits of an (inputs, targets) batch."""
+    inputs, targets = batch
+    return nn.functional.cross_entropy(logits_of(run_model(model, inputs)), targets)
+
+
+def _accumulate_gradients(model: nn.Module, batches: Iterable, batch_loss: Callable,
+                          device) -> None:
     """Backward passes for gradient-based criteria; BatchNorm statistics stay untouched."""
     model.eval()
     model.zero_grad(set_to_none=True)
-    for inputs, targets in batches:
-        inputs, targets = to_device(inputs, device), to_device(targets, device)
-        loss = loss_fn(output_to_logits(run_model(model, inputs)), targets)
-        loss.backward()
+    for batch in batches:
+        batch_loss(model, to_device(batch, device)).backward()
 
 
 def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDimension],
                sparsity: dict[str, float], criterion: str, ignored_names: Iterable[str] = (),
                round_to: int | None = None, gradient_batches: Iterable = (),
-               loss_fn: Callable | None = None, output_to_logits: Callable = lambda out: out,
+               batch_loss: Callable | None = None,
                device: str | torch.device = "cpu") -> PrunedModel:
     """A structurally pruned deep copy of `model`; `model` itself is never modified.
 
     `sparsity` maps dimension names to the fraction of channels removed. `gradient_batches`
-    (inputs, targets) are used only by criteria that need gradients (Taylor).
+    are used only by criteria that need gradients (Taylor), with `batch_loss(model, batch)`
+    (default: cross-entropy of the logits of (inputs, targets) batches).
     """
     pruned = to_prunable(copy.deepcopy(model).to(device))
     spec = get_criterion(criterion)
     if spec.needs_gradients:
-        _accumulate_gradients(pruned, gradient_batches, loss_fn or nn.functional.cross_entropy,
-                              output_to_logits, device)
+        _accumulate_gradients(pruned, gradient_batches, batch_loss or cross_entropy_of_logits,
+                              device)
     modules = dict(pruned.named_modules())
     pruner = tp.pruner.MetaPruner(
         pruned,

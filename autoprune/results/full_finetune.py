@@ -21,14 +21,13 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
 from ..console import ProgressBar
 from ..errors import InvalidInputError
-from ..runtime.evaluate import evaluate, top1_accuracy
 from ..runtime.finetune import Distillation, make_optimizer, training_step
 from ..runtime.model_io import to_device
+from ..runtime.task import Task, cost, scored
 from ..store.checkpoint import atomic_write_text
 from ..study.finetune_plan import epoch_steps
 
@@ -81,13 +80,13 @@ def _read_progress(work_dir: Path, settings: FinetuneSettings, restart: bool) ->
     return progress
 
 
-def finetune_pick(student: nn.Module, teacher: nn.Module, train: Iterable, val: Iterable,
+def finetune_pick(student: nn.Module, teacher: nn.Module, train: Iterable, task: Task,
                   settings: FinetuneSettings, work_dir: Path, device: torch.device,
-                  metric: Callable = top1_accuracy, loss_fn: Callable = F.cross_entropy,
                   restart: bool = False,
                   on_epoch: Callable[[int, float], None] | None = None) -> dict:
-    """Fine-tune `student` in place for `settings.epochs` passes over `train`; returns the
-    progress record (per-epoch loss and metric, the best epoch). The student ends with the
+    """Fine-tune `student` in place for `settings.epochs` passes over `train` with the task's
+    loss, scoring each epoch with the task's metric; returns the progress record (per-epoch
+    loss and metric, the best epoch in the metric's direction). The student ends with the
     best epoch's weights. `on_epoch(epoch, metric)` is told each completed epoch."""
     work_dir = Path(work_dir)
     progress = _read_progress(work_dir, settings, restart)
@@ -99,7 +98,7 @@ def finetune_pick(student: nn.Module, teacher: nn.Module, train: Iterable, val: 
         optimizer, T_max=settings.epochs * steps_per_epoch)
     if progress is None:
         progress = {"settings": asdict(settings), "completed": 0, "history": [],
-                    "best_epoch": 0, "best_metric": evaluate(student, val, device, metric)}
+                    "best_epoch": 0, "best_metric": scored(task, student, device)}
         work_dir.mkdir(parents=True, exist_ok=True)
         save_model(student, str(work_dir / BEST_WEIGHTS))  # the brief weights, epoch 0
     else:
@@ -109,10 +108,10 @@ def finetune_pick(student: nn.Module, teacher: nn.Module, train: Iterable, val: 
         schedule.load_state_dict(state["schedule"])
     for epoch in range(progress["completed"] + 1, settings.epochs + 1):
         loss = _one_epoch(student, teacher, train, optimizer, schedule, settings, device,
-                          loss_fn, f"epoch {epoch}/{settings.epochs}", steps_per_epoch)
-        score = evaluate(student, val, device, metric)
+                          task.loss, f"epoch {epoch}/{settings.epochs}", steps_per_epoch)
+        score = scored(task, student, device)
         progress["history"].append({"epoch": epoch, "loss": loss, "metric": score})
-        if score > progress["best_metric"]:
+        if cost(score, task.direction) < cost(progress["best_metric"], task.direction):
             progress.update(best_epoch=epoch, best_metric=score)
             save_model(student, str(work_dir / BEST_WEIGHTS))
         save_model(student, str(work_dir / LAST_WEIGHTS))
@@ -127,17 +126,16 @@ def finetune_pick(student: nn.Module, teacher: nn.Module, train: Iterable, val: 
 
 
 def _one_epoch(student: nn.Module, teacher: nn.Module, train: Iterable, optimizer, schedule,
-               settings: FinetuneSettings, device: torch.device, loss_fn: Callable,
+               settings: FinetuneSettings, device: torch.device, batch_loss: Callable,
                label: str, steps: int) -> float:
     """One pass over `train`; the mean loss. A non-finite loss stops the run at once
     (`TrialFailure`): the last completed epoch is kept."""
     student.train()
     total, count = 0.0, 0
     with ProgressBar(label, total=steps, leave=False) as bar:
-        for inputs, targets in train:
-            value = training_step(student, teacher, to_device(inputs, device),
-                                  to_device(targets, device), optimizer, schedule,
-                                  settings.distillation, loss_fn,
+        for batch in train:
+            value = training_step(student, teacher, to_device(batch, device), optimizer,
+                                  schedule, settings.distillation, batch_loss,
                                   f"in {label} (lr {settings.lr:.3g}): lower the learning rate")
             total, count = total + value, count + 1
             bar.update(1, loss=value)

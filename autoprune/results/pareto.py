@@ -1,11 +1,12 @@
 """Pareto fronts and hypervolume of a study's trials, in one place.
 
-Objectives are (accuracy up, latency down, memory down). The hypervolume is taken on
-normalised coordinates: accuracy as is, latency and memory as fractions of the unpruned
-model's. Its reference point is (accuracy 0, the unpruned latency, the unpruned memory), so
-only models cheaper than the original on both costs add volume, and a value of 1 would be a
-perfectly accurate model that costs nothing. Optuna's hypervolume routine is private API,
-wrapped here alone.
+Objectives are (metric, latency down, memory down), the metric up (accuracy) or down (an
+error), as the study's first direction says. The hypervolume is taken on normalised
+coordinates: latency and memory as fractions of the unpruned model's; a maximized metric as
+is, with reference 0, so a value of 1 would be a perfectly accurate model that costs nothing;
+a minimized metric as a multiple of the unpruned model's, with reference 2 (twice the
+original's error adds nothing). Only models cheaper than the original on both costs add
+volume. Optuna's hypervolume routine is private API, wrapped here alone.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(value <= 0 for value in trial.constraints.values())
 
 
-def non_dominated(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials no other beats on every objective (vectorised: runs after every trial)."""
+def metric_direction(study: optuna.Study) -> str:
+    """'maximize' or 'minimize': how the study ranks its first objective, the metric."""
+    return "maximize" if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+
+
+def non_dominated(trials: list[FrozenTrial], direction: str = "maximize") -> list[FrozenTrial]:
+    """The trials no other beats on every objective (vectorised: runs after every trial);
+    `direction` is the metric's."""
     if not trials:
         return []
+    sign = -1.0 if direction == "maximize" else 1.0
     # As losses: lower is better on every column.
-    losses = np.array([(-t.values[0], t.values[1], t.values[2]) for t in trials])
+    losses = np.array([(sign * t.values[0], t.values[1], t.values[2]) for t in trials])
     dominated = np.zeros(len(trials), dtype=bool)
     for start in range(0, len(trials), 512):  # in blocks, so memory stays small for long studies
         block = losses[None, start:start + 512, :]
@@ -40,7 +48,7 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Completed, feasible trials no other such trial beats on every objective."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if is_feasible(t)]
-    return non_dominated(trials)
+    return non_dominated(trials, metric_direction(study))
 
 
 class FrontTracker:
@@ -64,30 +72,40 @@ class FrontTracker:
         if new:
             self._seen.update(t.number for t in new)
             candidates = self.front + [t for t in new if is_feasible(t)]
-            self.front = sorted(non_dominated(candidates), key=lambda t: t.number)
+            self.front = sorted(non_dominated(candidates, metric_direction(study)),
+                                key=lambda t: t.number)
         return self.front
 
 
 def hypervolume(points: Sequence[Sequence[float]], baseline_latency_ms: float,
-                baseline_memory_mb: float) -> float:
-    """Hypervolume of (accuracy, latency_ms, memory_mb) points (see the module docstring)."""
+                baseline_memory_mb: float, direction: str = "maximize",
+                baseline_metric: float | None = None) -> float:
+    """Hypervolume of (metric, latency_ms, memory_mb) points (see the module docstring); a
+    minimized metric needs the unpruned model's value, `baseline_metric`."""
     from optuna._hypervolume import compute_hypervolume
 
-    losses = [(-acc, lat / baseline_latency_ms, mem / baseline_memory_mb) for acc, lat, mem in points]
-    losses = [p for p in losses if p[0] < 0 and p[1] < 1 and p[2] < 1]
+    if direction == "maximize":
+        first, reference = (lambda m: -m), 0.0
+    else:
+        scale = abs(baseline_metric) if baseline_metric else 1.0
+        first, reference = (lambda m: m / scale), 2.0
+    losses = [(first(m), lat / baseline_latency_ms, mem / baseline_memory_mb)
+              for m, lat, mem in points]
+    losses = [p for p in losses if p[0] < reference and p[1] < 1 and p[2] < 1]
     if not losses:
         return 0.0
-    return float(compute_hypervolume(np.asarray(losses), np.asarray([0.0, 1.0, 1.0])))
+    return float(compute_hypervolume(np.asarray(losses), np.asarray([reference, 1.0, 1.0])))
 
 
 def hypervolume_history(trials: list[FrozenTrial], baseline_latency_ms: float,
-                        baseline_memory_mb: float) -> list[tuple[FrozenTrial, float]]:
+                        baseline_memory_mb: float, direction: str = "maximize",
+                        baseline_metric: float | None = None) -> list[tuple[FrozenTrial, float]]:
     """The front's hypervolume after each feasible completed trial, in completion order."""
     done = sorted((t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)),
                   key=lambda t: t.datetime_complete)
     history, front = [], []
     for trial in done:
-        front = non_dominated(front + [trial])
+        front = non_dominated(front + [trial], direction)
         history.append((trial, hypervolume([t.values for t in front], baseline_latency_ms,
-                                           baseline_memory_mb)))
+                                           baseline_memory_mb, direction, baseline_metric)))
     return history

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import shlex
 import warnings
 from datetime import datetime
@@ -21,8 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..console import ProgressBar
 from ..runtime.latency_model import prediction_errors
+from ..runtime.task import ACCURACY, metric_of, show_metric
 from ..store.checkpoint import atomic_write_text
-from ..store.records import (DIRECTIONS, OBJECTIVE_NAMES, OBJECTIVES, StudyRecord, TrialRecord,
+from ..store.records import (DIRECTIONS, OBJECTIVE_NAMES, StudyRecord, TrialRecord,
                              timed_against_predicted)
 from ..store.storage import STORAGE_ENV, has_password, redact_url
 from .pareto import front_trials, hypervolume_history, is_feasible
@@ -65,6 +67,24 @@ class ReportData(NamedTuple):
     latency_pairs: list[tuple[int, float, float]] = []  # (trial, predicted, timed in the trial)
     latency_errors: dict | None = None   # latency_model.prediction_errors of those pairs
     latency_model: dict | None = None    # how the table was built: layers, seconds, fit
+    metric: dict = ACCURACY              # the first objective: name, direction, percentage
+
+
+def _scale(metric: dict) -> float:
+    """Plotted and tabled metric values are percentages for a share like top-1."""
+    return 100.0 if metric.get("percent") else 1.0
+
+
+def _plotted(value: float | None, metric: dict) -> float | None:
+    """A metric value on the chart's axis: None (no point) where there is none to plot."""
+    if value is None or not math.isfinite(value):
+        return None if metric["direction"] == "minimize" else 0.0
+    return _scale(metric) * value
+
+
+def _axis_title(metric: dict) -> str:
+    arrow = "higher is better" if metric["direction"] == "maximize" else "lower is better"
+    return f"{metric['name']} ({'%, ' if metric.get('percent') else ''}{arrow})"
 
 
 def _status(trial: FrozenTrial, front: set[int]) -> str:
@@ -94,7 +114,8 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
     return TrialRow(
         number=trial.number, status=status,
-        accuracy=trial.values[0] if trial.values and status != "not fine-tuned" else None,
+        accuracy=(trial.values[0] if trial.values and status != "not fine-tuned"
+                  and math.isfinite(trial.values[0]) else None),
         latency_ms=figures.get("latency_ms"), predicted_latency_ms=record.predicted_latency_ms,
         memory_mb=figures.get("memory_mb"),
         speedup=record.speedup, params=figures.get("params"),
@@ -122,21 +143,28 @@ def _promotion_note(record: TrialRecord) -> str:
             f"({record.finetuned_steps} in all)")
 
 
-def _importance(trials: list[FrozenTrial]) -> dict[str, dict[str, float]]:
+def _importance(trials: list[FrozenTrial], metric: dict) -> dict[str, dict[str, float]]:
     """Importance of each searched parameter for each objective (Optuna's default, PED-ANOVA).
 
-    PED-ANOVA scores what it takes to reach *low* target values, so accuracy is negated.
+    PED-ANOVA scores what it takes to reach *low* target values, so a maximized metric is
+    negated.
     Only fine-tuned, completed trials count (a skipped trial's accuracy is not a result).
     """
     usable = [t for t in trials if t.state == TrialState.COMPLETE
               and not TrialRecord.of(t).skipped_finetune]
     if len(usable) < 4:
         return {}
-    study = optuna.create_study(directions=list(DIRECTIONS))
+    usable = [t for t in usable if all(math.isfinite(v) for v in t.values)]
+    if len(usable) < 4:
+        return {}
+    directions = [metric["direction"], *DIRECTIONS[1:]]
+    names = [metric["name"], *OBJECTIVE_NAMES[1:]]
+    study = optuna.create_study(directions=directions)
     study.add_trials(usable)
-    signs = {name: -1.0 if direction == "maximize" else 1.0 for name, direction in OBJECTIVES}
+    signs = {name: -1.0 if direction == "maximize" else 1.0
+             for name, direction in zip(names, directions)}
     result = {}
-    for index, name in enumerate(OBJECTIVE_NAMES):
+    for index, name in enumerate(names):
         with warnings.catch_warnings():  # it warns that it minimises; the sign is handled above
             warnings.simplefilter("ignore", UserWarning)
             try:
@@ -170,19 +198,22 @@ def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
         baseline = {**baseline, "latency_ms": base_latency}
     started = min((t.datetime_start for t in trials if t.datetime_start), default=None)
     history = []
+    metric = metric_of(study)
     if baseline:
-        for trial, value in hypervolume_history(trials, baseline["latency_ms"], baseline["memory_mb"]):
+        for trial, value in hypervolume_history(trials, baseline["latency_ms"],
+                                                baseline["memory_mb"], metric["direction"],
+                                                baseline["accuracy"]):
             history.append((trial.number, (trial.datetime_complete - started).total_seconds(), value))
     pairs = timed_against_predicted(trials)
     model = record.latency_model
     return ReportData(study.study_name, storage and redact_url(storage), baseline, settings, layers,
                       [base_channels[layer] for layer in layers], rows, history,
-                      _importance(trials), datetime.now().isoformat(timespec="seconds"),
+                      _importance(trials, metric), datetime.now().isoformat(timespec="seconds"),
                       pairs, prediction_errors((p, m) for _, p, m in pairs),
                       model and {"layers": len(model["layers"]),
                                  "build_seconds": model["build_seconds"],
                                  "calibration_points": len(model["calibration"]),
-                                 "coefficients": model["coefficients"]})
+                                 "coefficients": model["coefficients"]}, metric)
 
 
 _MARKERS = {
@@ -199,21 +230,22 @@ _MARKERS = {
 def _pareto_figure(data: ReportData, cost: str, title: str):
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    fig, metric = go.Figure(), data.metric
+    shown = "%{y:.2f} %" if metric.get("percent") else "%{y:.4g}"
     for status, marker in _MARKERS.items():
         rows = [r for r in data.rows if r.status == status and getattr(r, cost) is not None]
         if not rows:
             continue
         fig.add_trace(go.Scatter(
             x=[getattr(r, cost) for r in rows],
-            y=[100 * (r.accuracy or 0.0) for r in rows],
+            y=[_plotted(r.accuracy, metric) for r in rows],
             mode="markers", name=f"{status} ({len(rows)})", marker=marker,
             customdata=[r.number for r in rows],
             text=[f"trial {r.number}" + (f" ({r.reference})" if r.reference else "") +
                   f"<br>speedup {r.speedup:.2f}x, memory {r.memory_mb:.1f} MiB<br>"
                   f"{r.criterion}" + (f"<br>{html.escape(r.note[:120])}" if r.note else "")
                   for r in rows],
-            hovertemplate="%{y:.2f} % at %{x:.3g}<br>%{text}<extra></extra>"))
+            hovertemplate=shown + " at %{x:.3g}<br>%{text}<extra></extra>"))
     references = [r for r in data.rows if r.reference and getattr(r, cost) is not None]
     for name, symbol, color, chosen in (
             ("uniform pruning (reference)", "diamond-open", "#2ca02c",
@@ -223,30 +255,32 @@ def _pareto_figure(data: ReportData, cost: str, title: str):
         if chosen:
             fig.add_trace(go.Scatter(
                 x=[getattr(r, cost) for r in chosen],
-                y=[100 * (r.accuracy or 0.0) for r in chosen], mode="markers",
+                y=[_plotted(r.accuracy, metric) for r in chosen], mode="markers",
                 name=name, customdata=[r.number for r in chosen],
                 marker=dict(symbol=symbol, size=15, color=color, line=dict(width=2)),
                 text=[r.reference for r in chosen],
-                hovertemplate="%{text}: %{y:.2f} % at %{x:.3g}<extra></extra>"))
+                hovertemplate="%{text}: " + shown + " at %{x:.3g}<extra></extra>"))
     if data.baseline:
         fig.add_trace(go.Scatter(
-            x=[data.baseline[cost]], y=[100 * data.baseline["accuracy"]], mode="markers",
-            name="unpruned", marker=dict(symbol="star", size=17, color="#ff7f0e"),
-            hovertemplate="unpruned: %{y:.2f} % at %{x:.3g}<extra></extra>"))
+            x=[data.baseline[cost]], y=[_plotted(data.baseline["accuracy"], metric)],
+            mode="markers", name="unpruned", marker=dict(symbol="star", size=17, color="#ff7f0e"),
+            hovertemplate="unpruned: " + shown + " at %{x:.3g}<extra></extra>"))
     constraints = data.settings.get("constraints", {})
     if cost in constraints:
         fig.add_vline(x=constraints[cost], line_dash="dash", line_color="#d62728",
                       annotation_text=f"{cost} limit")
     if "max_accuracy_drop" in constraints and data.baseline:
-        fig.add_hline(y=100 * (data.baseline["accuracy"] - constraints["max_accuracy_drop"]),
+        allowed = data.baseline["accuracy"] + (constraints["max_accuracy_drop"] * (
+            -1 if metric["direction"] == "maximize" else 1))
+        fig.add_hline(y=_plotted(allowed, metric),
                       line_dash="dash", line_color="#d62728", annotation_text="allowed drop")
     floor = data.settings.get("accuracy_floor")
     if floor:
-        fig.add_hline(y=100 * floor, line_dash="dot", line_color="#9e9e9e",
+        fig.add_hline(y=_plotted(floor, metric), line_dash="dot", line_color="#9e9e9e",
                       annotation_text="front floor", annotation_position="bottom right")
     unit = "ms" if cost == "latency_ms" else "MiB"
     fig.update_layout(title=title, xaxis_title=f"{cost.replace('_', ' ')[:-3]} ({unit})",
-                      yaxis_title="accuracy (%)", template="plotly_white", height=480,
+                      yaxis_title=_axis_title(metric), template="plotly_white", height=480,
                       clickmode="event", legend=dict(orientation="h", y=-0.2))
     return fig
 
@@ -333,7 +367,9 @@ def export_commands(data: ReportData) -> dict[str, str]:
 
 
 def _table(data: ReportData) -> str:
-    columns = ["trial", "status", "accuracy %", "latency ms", "predicted ms", "speedup",
+    metric = data.metric
+    columns = ["trial", "status", f"{metric['name']}{' %' if metric.get('percent') else ''}",
+               "latency ms", "predicted ms", "speedup",
                "memory MiB",
                "params M", "MACs M", "criterion", "seconds", "reason / note"]
     head = "".join(f"<th data-col='{i}'>{c}</th>" for i, c in enumerate(columns))
@@ -344,7 +380,7 @@ def _table(data: ReportData) -> str:
     body = "".join(
         f"<tr class='{r.status.replace(' ', '-')}' data-trial='{r.number}'>"
         f"<td>{r.number}</td><td>{r.status}</td>"
-        f"<td>{cell(None if r.accuracy is None else 100 * r.accuracy, '.2f')}</td>"
+        f"<td>{cell(None if r.accuracy is None else _scale(metric) * r.accuracy, '.2f' if metric.get('percent') else '.4g')}</td>"
         f"<td>{cell(r.latency_ms, '.3f')}</td><td>{cell(r.predicted_latency_ms, '.3f')}</td>"
         f"<td>{cell(r.speedup, '.2f')}</td>"
         f"<td>{cell(r.memory_mb, '.1f')}</td>"
@@ -368,7 +404,8 @@ def _summary(data: ReportData) -> str:
     items = [("trials", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none yet"),
              ("front", f"{len(front)} models")]
     if base:
-        items.append(("unpruned", f"{100 * base['accuracy']:.2f} %, {base['latency_ms']:.3f} ms, "
+        items.append(("unpruned", f"{data.metric['name']} {show_metric(base['accuracy'], data.metric)}"
+                                  f", {base['latency_ms']:.3f} ms, "
                                   f"{base['memory_mb']:.1f} MiB, {base['params'] / 1e6:.2f} M params"))
     if data.hypervolume:
         items.append(("hypervolume", f"{data.hypervolume[-1][2]:.4f}"))
@@ -390,8 +427,9 @@ def render_report(data: ReportData) -> str:
     """The report page for `data`, as one HTML string with plotly.js inlined."""
     from plotly.offline import get_plotlyjs
 
-    figures = {"pareto-latency": _pareto_figure(data, "latency_ms", "Accuracy against latency"),
-               "pareto-memory": _pareto_figure(data, "memory_mb", "Accuracy against memory")}
+    name = data.metric["name"].capitalize()
+    figures = {"pareto-latency": _pareto_figure(data, "latency_ms", f"{name} against latency"),
+               "pareto-memory": _pareto_figure(data, "memory_mb", f"{name} against memory")}
     if data.hypervolume:
         figures["hypervolume"] = _hypervolume_figure(data)
     if data.latency_pairs:
@@ -399,7 +437,7 @@ def render_report(data: ReportData) -> str:
     if data.importance:
         figures["importance"] = _importance_figure(data)
     figures_json = json.dumps({k: json.loads(f.to_json()) for k, f in figures.items()})
-    page_data = {"baseline": data.baseline, "layers": data.layers,
+    page_data = {"baseline": data.baseline, "layers": data.layers, "metric": data.metric,
                  "base_channels": data.base_channels, "commands": export_commands(data),
                  "trials": [r._asdict() for r in data.rows]}
 

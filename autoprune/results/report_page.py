@@ -7,6 +7,9 @@ const DATA = JSON.parse(document.getElementById('report-data').textContent);
 const FIGURES = JSON.parse(document.getElementById('figures').textContent);
 const byNumber = Object.fromEntries(DATA.trials.map(t => [t.number, t]));
 const fmt = (v, d) => (v === null || v === undefined) ? '–' : Number(v).toFixed(d);
+const METRIC = DATA.metric;  // the study's metric: a percentage (top-1) or a plain number
+const metric = v => (v === null || v === undefined) ? '–' :
+  METRIC.percent ? fmt(100 * v, 2) + ' %' : Number(v).toPrecision(4);
 for (const [id, fig] of Object.entries(FIGURES)) {
   Plotly.newPlot(id, fig.data, fig.layout, {responsive: true, displaylogo: false});
 }
@@ -18,7 +21,7 @@ function showCard(number) {
   const p = t.params_searched;
   const rows = [
     ['status', t.status + (t.reference ? ' (' + t.reference + ')' : '')],
-    ['accuracy', t.accuracy === null ? '–' : fmt(100 * t.accuracy, 2) + ' % (unpruned ' + fmt(100 * base.accuracy, 2) + ' %)'],
+    [METRIC.name, t.accuracy === null ? '–' : metric(t.accuracy) + ' (unpruned ' + metric(base.accuracy) + ')'],
     ['latency', fmt(t.latency_ms, 3) + ' ms, speedup ' + fmt(t.speedup, 2) + 'x (predicted ' +
      fmt(t.predicted_latency_ms, 3) + ' ms)'],
     ['memory', fmt(t.memory_mb, 1) + ' MiB (unpruned ' + fmt(base.memory_mb, 1) + ' MiB)'],
@@ -30,9 +33,9 @@ function showCard(number) {
     ['trial time', fmt(t.seconds, 1) + ' s'],
   ];
   const full = t.full_finetune;
-  if (full) rows.splice(2, 0, ['full fine-tune', fmt(100 * full.accuracy, 2) + ' % after ' +
+  if (full) rows.splice(2, 0, ['full fine-tune', metric(full.accuracy) + ' after ' +
     full.epochs + ' epochs (best epoch ' + full.best_epoch + '; brief fine-tune ' +
-    fmt(100 * full.brief_accuracy, 2) + ' %, ' + fmt(full.seconds, 0) + ' s)']);
+    metric(full.brief_accuracy) + ', ' + fmt(full.seconds, 0) + ' s)']);
   if (t.note) rows.push(['note', t.note]);
   const cli = DATA.commands.cli.replaceAll('{trial}', number);
   const py = DATA.commands.python.replaceAll('{trial}', number);

@@ -13,6 +13,8 @@ import torch.nn as nn
 from optuna.trial import FrozenTrial
 
 from ..errors import CheckpointError, InvalidInputError, NoCandidateError
+from ..runtime.task import (ACCURACY, MAXIMIZE, Task, classification_task, cost, metric_of,
+                            show_metric, user_task)
 from ..store.artifacts import local_checkpoint, local_finetuned, store_finetuned
 from ..store.checkpoint import load_checkpoint
 from ..store.records import StudyRecord, TrialRecord
@@ -33,20 +35,23 @@ class Candidate:
     config: dict[str, Any] = field(repr=False)
     brief_accuracy: float | None = None   # the search's, when `accuracy` is a full fine-tune's
     finetuned_epochs: int | None = None   # epochs of that full fine-tune (SearchResult.finetune)
+    # `accuracy` is the study's metric: its name, direction, and whether it is a percentage
+    metric: dict = field(default_factory=lambda: dict(ACCURACY), repr=False, compare=False)
 
     def __str__(self) -> str:
-        text = (f"trial {self.trial:>4}: accuracy {self.accuracy:7.2%}  latency {self.latency_ms:7.2f} ms "
+        text = (f"trial {self.trial:>4}: {self.metric['name']} "
+                f"{show_metric(self.accuracy, self.metric):>7}  latency {self.latency_ms:7.2f} ms "
                 f"({self.speedup:4.2f}x)  memory {self.memory_mb:6.1f} MiB  params "
                 f"{self.params / 1e6:6.2f} M  MACs {self.macs / 1e6:7.1f} M  {self.config['criterion']}")
         if self.finetuned_epochs is not None:
             text += (f"  (fine-tuned {self.finetuned_epochs} epochs; brief "
-                     f"{self.brief_accuracy:.2%})")
+                     f"{show_metric(self.brief_accuracy, self.metric)})")
         return text
 
 
 def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
                          final_latency_ms: dict | None = None,
-                         finetuned: dict | None = None) -> Candidate:
+                         finetuned: dict | None = None, metric: dict | None = None) -> Candidate:
     """A `Candidate`; latency comes from the interleaved final re-measurement when there is
     one, accuracy from a full fine-tune of the trial (`finetuned`) when there is one."""
     record = TrialRecord.of(trial)
@@ -60,7 +65,8 @@ def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
                      memory_mb=figures["memory_mb"], params=figures["params"],
                      macs=figures["macs"], config=record.config,
                      brief_accuracy=trial.values[0] if full else None,
-                     finetuned_epochs=full["epochs"] if full else None)
+                     finetuned_epochs=full["epochs"] if full else None,
+                     metric=dict(metric or ACCURACY))
 
 
 class SearchResult:
@@ -69,7 +75,8 @@ class SearchResult:
     def __init__(self, study: optuna.Study, base_model: nn.Module | None, artifact_store,
                  cache_dir: Path, report_path: Path | None = None, storage: str | None = None,
                  teacher: nn.Module | None = None, data: tuple | None = None,
-                 metric: Callable | None = None, loss: Callable | None = None):
+                 metric: Callable | None = None, loss: Callable | None = None,
+                 task: Task | None = None):
         self.study = study
         self.storage = storage  # the URL as shown: password masked (see storage.py)
         self.base_model = base_model
@@ -77,8 +84,9 @@ class SearchResult:
         self.cache_dir = Path(cache_dir)  # where checkpoints are downloaded to on this machine
         self.report_path = report_path
         # what finetune() needs: the trained original (base_model may be rebuilt, untrained),
-        # the search's (train, val), metric and loss
-        self.teacher, self.data, self.metric, self.loss = teacher, data, metric, loss
+        # the search's (train, val), metric and loss, or the user's task (evaluate=, ...)
+        self.teacher, self.data, self.metric_fn, self.loss = teacher, data, metric, loss
+        self.task = task
         self._refresh()
 
     def _refresh(self) -> None:
@@ -87,7 +95,7 @@ class SearchResult:
         self.finetuned = record.finetuned or {}
         self.pareto: list[Candidate] = sorted(
             (candidate_from_trial(t, self.baseline["latency_ms"], record.final_latency_ms,
-                                  self.finetuned) for t in front_trials(self.study)),
+                                  self.finetuned, self.metric) for t in front_trials(self.study)),
             key=lambda c: c.latency_ms)
 
     @classmethod
@@ -114,23 +122,38 @@ class SearchResult:
 
     def best(self, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
              min_accuracy: float | None = None, max_params: int | None = None) -> Candidate:
-        """The most accurate front member within the given limits."""
+        """The front member with the best metric within the given limits. `min_accuracy`: the
+        metric no worse than this (at least it when the study maximizes the metric, at most it
+        when it minimizes one, such as an error)."""
         limits = {"latency_ms": max_latency_ms, "memory_mb": max_memory_mb, "params": max_params}
+        direction = self.metric["direction"]
 
         def fits(c: Candidate) -> bool:
             return (all(limit is None or getattr(c, key) <= limit for key, limit in limits.items())
-                    and (min_accuracy is None or c.accuracy >= min_accuracy))
+                    and (min_accuracy is None
+                         or cost(c.accuracy, direction) <= cost(min_accuracy, direction)))
 
         fitting = [c for c in self.pareto if fits(c)]
         if not fitting:
             asked = ", ".join(f"{k} <= {v}" for k, v in limits.items() if v is not None)
             if min_accuracy is not None:
-                asked += (", " if asked else "") + f"accuracy >= {min_accuracy}"
-            closest = "; ".join(f"trial {c.trial}: {c.accuracy:.2%} at {c.latency_ms:.2f} ms, "
-                                f"{c.memory_mb:.1f} MiB" for c in self.pareto[:5])
+                asked += ((", " if asked else "") + f"{self.metric['name']} "
+                          f"{'>=' if direction == MAXIMIZE else '<='} {min_accuracy}")
+            closest = "; ".join(f"trial {c.trial}: {self.shown(c.accuracy)} at "
+                                f"{c.latency_ms:.2f} ms, {c.memory_mb:.1f} MiB"
+                                for c in self.pareto[:5])
             raise NoCandidateError(f"no model on the front meets {asked or 'the limits'}; "
                                    f"the front has {closest or 'no model yet'}")
-        return max(fitting, key=lambda c: (c.accuracy, -c.latency_ms))
+        return min(fitting, key=lambda c: (cost(c.accuracy, direction), c.latency_ms))
+
+    @property
+    def metric(self) -> dict:
+        """The metric the study ranks by: its name, direction and whether it is a percentage."""
+        return metric_of(self.study)
+
+    def shown(self, value: float) -> str:
+        """A metric value as the report and messages show it."""
+        return show_metric(value, self.metric)
 
     def export(self, trial: int | Candidate, path: str | Path, format: str = "safetensors",
                brief: bool = False) -> Path:
@@ -169,7 +192,9 @@ class SearchResult:
                  val: Iterable | None = None, lr: float | None = None,
                  alpha: float | None = None, temperature: float | None = None,
                  optimizer: str | None = None, device: str | torch.device = "cpu",
-                 restart: bool = False) -> nn.Module:
+                 restart: bool = False, evaluate: Callable | None = None,
+                 train_step: Callable | None = None,
+                 distill: Callable | None = None) -> nn.Module:
         """Fine-tune `trial`'s model for `epochs` passes over `train`, distilling from the
         original model, and keep the best epoch on `val` (see full_finetune.py).
 
@@ -179,7 +204,9 @@ class SearchResult:
         beside the brief checkpoint, which stays: `load`, `export`, `best` and the report use
         it from then on, here or in another process. A result from `search()` uses the
         search's `train` / `val`; one from `from_storage` needs them, and `base_model=` (the
-        trained original, the teacher). Returns the fine-tuned model.
+        trained original, the teacher). A study searched with `evaluate=` scores with it, and
+        trains with its `train_step=` / `distill=`: from `search()` they are known, from
+        `from_storage` pass them again. Returns the fine-tuned model.
         """
         from ..runtime.model_io import resolve_device
         from .full_finetune import FinetuneSettings, check_settings, finetune_pick
@@ -189,7 +216,15 @@ class SearchResult:
         searched = self.data or (None, None)
         train = train if train is not None else searched[0]
         val = val if val is not None else searched[1]
-        if train is None or val is None:
+        task = self.task
+        if evaluate is not None:
+            task = user_task(evaluate, self.metric["direction"], train_step, distill,
+                             self.metric["name"])
+        own_evaluation = task is not None and not task.builtin_top1
+        if not own_evaluation and self.metric != ACCURACY:
+            raise InvalidInputError(f"this study ranks models by its own {self.metric['name']}: "
+                                    "pass evaluate= (and train_step= or distill=, as searched)")
+        if train is None or (val is None and not own_evaluation):
             raise InvalidInputError("finetune() needs train= and val= (a result loaded from "
                                     "storage does not know the search's data)")
         if self.teacher is None:
@@ -208,18 +243,16 @@ class SearchResult:
         brief_directory = self.checkpoint_path(number, brief=True)
         student = load_checkpoint(brief_directory, self.base_model)
         started = time.perf_counter()
-        progress = finetune_pick(student, self.teacher, train, val, settings,
+        device = resolve_device(device)
+        if not own_evaluation:
+            task = classification_task(val, device, self.metric_fn, self.loss)
+        progress = finetune_pick(student, self.teacher, train, task, settings,
                                  self.cache_dir.parent / "finetune" / f"trial-{number:05d}",
-                                 resolve_device(device), **self._metric_and_loss(),
-                                 restart=restart)
+                                 device, restart=restart)
         store_finetuned(self.study, number, student, self.base_model, brief_directory,
                         self.artifact_store, progress, time.perf_counter() - started)
         self._refresh()
         return student.eval()
-
-    def _metric_and_loss(self) -> dict:
-        return {key: value for key, value in (("metric", self.metric), ("loss_fn", self.loss))
-                if value is not None}
 
     def _finished_trial(self, number: int) -> FrozenTrial:
         trials = self.study.get_trials(deepcopy=False)

@@ -48,11 +48,21 @@ def distilled_loss(student: nn.Module, teacher: nn.Module, inputs, targets,
     return loss
 
 
-def training_step(student: nn.Module, teacher: nn.Module, inputs, targets, optimizer,
-                  schedule, distillation: Distillation, loss_fn: Callable, where: str) -> float:
-    """One optimiser step on one batch; returns its loss. A non-finite loss raises
-    `TrialFailure` at once (`where` says at which step): the weights are already ruined."""
-    loss = distilled_loss(student, teacher, inputs, targets, distillation, loss_fn)
+def classification_loss(loss_fn: Callable = F.cross_entropy) -> Callable:
+    """The built-in batch loss: `loss_fn` + distillation on the logits of an `(inputs,
+    targets)` batch, as a `(student, teacher, batch, distillation) -> loss` callable."""
+    def batch_loss(student, teacher, batch, distillation):
+        inputs, targets = batch
+        return distilled_loss(student, teacher, inputs, targets, distillation, loss_fn)
+    return batch_loss
+
+
+def training_step(student: nn.Module, teacher: nn.Module, batch, optimizer, schedule,
+                  distillation: Distillation, batch_loss: Callable, where: str) -> float:
+    """One optimiser step on one batch (already on the device); returns its loss. A
+    non-finite loss raises `TrialFailure` at once (`where` says at which step): the weights
+    are already ruined."""
+    loss = batch_loss(student, teacher, batch, distillation)
     value = loss.item()
     if not math.isfinite(value):
         raise TrialFailure(f"fine-tuning loss became {value} {where}")
@@ -87,12 +97,13 @@ def make_optimizer(name: str, parameters, lr: float) -> torch.optim.Optimizer:
 
 def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int, lr: float,
              distillation: Distillation, device: str | torch.device,
-             loss_fn: Callable = F.cross_entropy, optimizer: str = "adamw",
+             batch_loss: Callable | None = None, optimizer: str = "adamw",
              on_step: Callable[[int], bool] | None = None,
              on_progress: Callable[[int, float], None] | None = None) -> float:
     """Train `student` for `steps` batches of `train` with a cosine learning-rate schedule.
 
-    Returns the mean loss of the last steps. A non-finite loss raises `TrialFailure` at once:
+    `batch_loss(student, teacher, batch, distillation)` is one batch's loss (default: the
+    built-in classification loss). Returns the mean loss of the last steps. A non-finite loss raises `TrialFailure` at once:
     the weights are already ruined, and the trial records the step. `on_step(n)` is called
     after step n (it may evaluate the student); when it returns True, training stops.
     `on_progress(n, loss)` is told each step's loss (for a progress bar).
@@ -103,11 +114,11 @@ def finetune(student: nn.Module, teacher: nn.Module, train: Iterable, steps: int
         return float("nan")
     optimizer = make_optimizer(optimizer, student.parameters(), lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    batch_loss = batch_loss or classification_loss()
     recent: list[float] = []
-    for step, (inputs, targets) in enumerate(cycle_batches(train, steps)):
-        value = training_step(student, teacher, to_device(inputs, device),
-                              to_device(targets, device), optimizer, schedule, distillation,
-                              loss_fn, f"at step {step + 1} of {steps} (lr={lr:.3g}); this "
+    for step, batch in enumerate(cycle_batches(train, steps)):
+        value = training_step(student, teacher, to_device(batch, device), optimizer, schedule,
+                              distillation, batch_loss, f"at step {step + 1} of {steps} (lr={lr:.3g}); this "
                                        "configuration diverged")
         recent = (recent + [value])[-10:]
         if on_progress is not None:

@@ -72,20 +72,32 @@ def batch_size_of(inputs: Any) -> int:
     raise InvalidInputError("inputs contain no tensor, so their batch size is unknown")
 
 
+def any_batch(loader: Iterable, name: str) -> Any:
+    """The first item of `loader`, whatever it is, with a clear error if there is none."""
+    if loader is None:
+        raise InvalidInputError(f"`{name}` is required: an iterable of batches")
+    try:
+        iterator = iter(loader)
+    except TypeError:
+        raise InvalidInputError(
+            f"`{name}` must be an iterable of batches, got {type(loader).__name__}") from None
+    try:
+        return next(iterator)
+    except StopIteration:
+        raise InvalidInputError(f"`{name}` is empty: it yielded no batch") from None
+
+
 def first_batch(loader: Iterable, name: str) -> tuple[Any, torch.Tensor]:
     """The first `(inputs, targets)` pair of `loader`, with a clear error if there is none."""
     if loader is None:
         raise InvalidInputError(f"`{name}` is required: an iterable of (inputs, targets) batches")
     try:
-        iterator = iter(loader)
+        iter(loader)
     except TypeError:
         raise InvalidInputError(
             f"`{name}` must be an iterable of (inputs, targets) batches, got {type(loader).__name__}"
         ) from None
-    try:
-        batch = next(iterator)
-    except StopIteration:
-        raise InvalidInputError(f"`{name}` is empty: it yielded no batch") from None
+    batch = any_batch(loader, name)
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
         raise InvalidInputError(
             f"`{name}` must yield (inputs, targets) pairs; its first item is a "

@@ -7,7 +7,7 @@ import logging
 import os
 import platform
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import optuna
 import torch
@@ -15,7 +15,7 @@ import torch
 from ..console import ProgressBar
 from ..integrations.models import model_source
 from ..pruning.prune import kept_out_channels
-from ..runtime.evaluate import evaluate
+from ..runtime.task import Task, scored, show_metric
 from ..runtime.measure import measure
 from ..targets.base import Target
 from ..runtime.model_io import batch_size_of
@@ -50,8 +50,8 @@ def describe_data(train: Iterable, val: Iterable) -> dict[str, Any]:
             "train_batches": epoch_steps(train)}
 
 
-def measure_baseline(study: optuna.Study, prepared: PreparedModel, val: Iterable,
-                     metric: Callable, target: Target, rounds: int, block_seconds: float,
+def measure_baseline(study: optuna.Study, prepared: PreparedModel, task: Task,
+                     target: Target, rounds: int, block_seconds: float,
                      settings: dict[str, Any]) -> dict[str, Any]:
     """The study's unpruned figures, measured now unless a process already did (then reused).
 
@@ -63,7 +63,7 @@ def measure_baseline(study: optuna.Study, prepared: PreparedModel, val: Iterable
         model, device = prepared.model, prepared.device
         logger.info("measuring the unpruned model ...")
         with ProgressBar("unpruned model", total=2) as bar:
-            accuracy = evaluate(model, val, device, metric)
+            accuracy = scored(task, model, device)
             bar.update(1)
             figures = measure(model, prepared.example_inputs, target, rounds, block_seconds)
             bar.update(1)
@@ -77,7 +77,8 @@ def measure_baseline(study: optuna.Study, prepared: PreparedModel, val: Iterable
             "started": datetime.now().isoformat(timespec="seconds"),
             "versions": library_versions(), **settings})
         record_study(study, baseline=baseline)
-    logger.info(f"unpruned: accuracy {baseline['accuracy']:.2%}, latency "
+    logger.info(f"unpruned: {task.metric_name} {show_metric(baseline['accuracy'], task.describe())}"
+                f", latency "
                 f"{baseline['latency_ms']:.2f} ms at batch {batch_size_of(prepared.example_inputs)}"
                 f", memory {baseline['memory_mb']:.1f} MiB, {baseline['params'] / 1e6:.2f} M "
                 f"params, {baseline['macs'] / 1e6:.1f} M MACs")

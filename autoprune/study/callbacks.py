@@ -15,11 +15,17 @@ from optuna.trial import FrozenTrial, TrialState
 from ..console import ProgressBar
 from ..results.pareto import FrontTracker
 from ..results.result import candidate_from_trial
+from ..runtime.task import cost, metric_of, show_metric
 from ..store.artifacts import remove_checkpoint
 from ..store.records import TrialRecord
 from .budget import Budget, format_duration
 
 logger = logging.getLogger(__name__)
+
+
+def _short(metric: dict) -> str:
+    """The metric's name in a progress line: 'acc' for accuracy, as the lines always said."""
+    return "acc" if metric["name"] == "accuracy" else metric["name"]
 
 
 class CheckpointRetention:
@@ -106,12 +112,15 @@ class Progress:
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-        front = [candidate_from_trial(t, self.baseline_latency) for t in self.front.update(study)]
+        metric = metric_of(study)
+        front = [candidate_from_trial(t, self.baseline_latency, metric=metric)
+                 for t in self.front.update(study)]
         if trial.state == TrialState.COMPLETE:
             skipped = record.skipped_finetune
             timed = (f"({record.speedup:.2f}x)" if record.latency_source == "paired" else
                      f"({record.speedup:.2f}x predicted)" if record.speedup else "(predicted)")
-            what = ("not fine-tuned" if skipped else f"acc {trial.values[0]:6.2%}") + \
+            what = ("not fine-tuned" if skipped else
+                    f"{_short(metric)} {show_metric(trial.values[0], metric):>6}") + \
                 f" | {trial.values[1]:6.2f} ms {timed}" \
                 f" | {trial.values[2]:5.1f} MiB | {trial.params.get('criterion')}"
             if skipped:
@@ -130,8 +139,10 @@ class Progress:
         if self.budget.seconds is not None:
             elapsed = time.monotonic() - self.start
             left = f", {format_duration(self.budget.seconds - elapsed)} left"
-        best = max((c for c in front if c.speedup >= 1.5), key=lambda c: c.accuracy, default=None)
-        best_text = f", best at >=1.5x: {best.accuracy:.2%} at {best.speedup:.2f}x" if best else ""
+        best = min((c for c in front if c.speedup >= 1.5), default=None,
+                   key=lambda c: cost(c.accuracy, metric["direction"]))
+        best_text = (f", best at >=1.5x: {show_metric(best.accuracy, metric)} at "
+                     f"{best.speedup:.2f}x" if best else "")
         logger.info(f"[trial {trial.number:>3}] {what}   ({done}{target} complete{left}, "
                     f"front {len(front)}{best_text})")
         if self.bar is not None:

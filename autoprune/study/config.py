@@ -63,9 +63,13 @@ def _shifted_sparsity(space: SearchSpace, dimensions: list[PruningDimension],
     return sparsity
 
 
+NO_DISTILLATION = Distillation(alpha=0.0, temperature=1.0)  # what a user's train_step records
+
+
 def suggest_config(trial: optuna.Trial, space: SearchSpace,
-                   dimensions: list[PruningDimension]) -> TrialConfig:
-    """Ask the trial's sampler for every searched value.
+                   dimensions: list[PruningDimension], distillation: bool = True) -> TrialConfig:
+    """Ask the trial's sampler for every searched value (the distillation weight and
+    temperature only when `distillation`: a user's own training step owns its loss).
 
     With `sparsity.spread` set, a trial draws one level per kind of width (residual stream,
     inner widths, heads) and a shift of at most `spread` per dimension rather than independent
@@ -92,10 +96,11 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
                   for dim in _searched(space, dimensions)}
         sparsity = _shifted_sparsity(space, dimensions, levels, shifts)
     criterion = trial.suggest_categorical("criterion", list(space.criteria))
-    alpha = trial.suggest_float("kd_alpha", *space.kd_alpha)
-    temperature = trial.suggest_float("kd_temperature", *space.kd_temperature)
+    kd = (Distillation(trial.suggest_float("kd_alpha", *space.kd_alpha),
+                       trial.suggest_float("kd_temperature", *space.kd_temperature))
+          if distillation else NO_DISTILLATION)
     lr = trial.suggest_float("lr", *space.lr, log=True)
-    return TrialConfig(sparsity, criterion, Distillation(alpha, temperature), lr)
+    return TrialConfig(sparsity, criterion, kd, lr)
 
 
 def _snap(value: float, low: float, high: float, step: float) -> float:

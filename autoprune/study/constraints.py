@@ -1,4 +1,5 @@
-"""User constraints: hard hardware limits checked before fine-tuning, and an accuracy floor.
+"""User constraints: hard hardware limits checked before fine-tuning, and limits on the metric
+(the largest allowed worsening from the unpruned model, and a floor).
 
 Each is recorded on the trial with `trial.set_constraint(name, excess)`, where an excess of
 zero or less means satisfied, so Optuna's samplers steer away from infeasible regions.
@@ -11,6 +12,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..runtime.measure import Measurement
+from ..runtime.task import MAXIMIZE, worsening
 
 HARD_CONSTRAINTS = {
     "latency_ms": "median latency at the example batch size, milliseconds",
@@ -22,10 +24,13 @@ LATENCY = "latency_ms"
 ACCURACY_DROP = "max_accuracy_drop"
 ACCURACY_FLOOR = "min_accuracy"
 KNOWN_CONSTRAINTS = {**HARD_CONSTRAINTS,
-                     ACCURACY_DROP: "largest allowed drop of the metric below the unpruned model",
+                     ACCURACY_DROP: "largest allowed worsening of the metric from the unpruned "
+                                    "model, in the metric's units (a drop of accuracy, a rise "
+                                    "of a minimized error)",
                      ACCURACY_FLOOR: "lowest metric a model may have to be offered on the front "
                                      "(default with the built-in top-1 metric: half way from "
-                                     "chance to the unpruned model; 0 turns it off)"}
+                                     "chance to the unpruned model; 0 turns it off; only for a "
+                                     "maximized metric)"}
 
 
 def default_accuracy_floor(baseline_accuracy: float, classes: int, share: float = 0.5) -> float:
@@ -65,17 +70,24 @@ def hard_excess(measurement: Measurement, constraints: dict[str, float]) -> dict
             if key in HARD_CONSTRAINTS}
 
 
-def accuracy_excess(baseline: float, accuracy: float | None,
-                    constraints: dict[str, float]) -> dict[str, float]:
-    """For the allowed drop below the unpruned model and the floor, each one given: how far
-    the trial is beyond it.
+def accuracy_excess(baseline: float, accuracy: float | None, constraints: dict[str, float],
+                    direction: str = MAXIMIZE) -> dict[str, float]:
+    """For the allowed worsening from the unpruned model and the floor, each one given: how
+    far the trial is beyond it.
 
-    A trial that was never evaluated (`accuracy` None) counts as having lost everything.
+    A trial that was never evaluated (`accuracy` None) counts as having lost everything (for a
+    minimized metric: by a finite amount, so the sampler can still use it: 1 + 10x the
+    unpruned model's value past the limit).
     """
-    reached = accuracy if accuracy is not None else 0.0
     excess = {}
     if ACCURACY_DROP in constraints:
-        excess[ACCURACY_DROP] = (baseline - reached) - constraints[ACCURACY_DROP]
+        if accuracy is None and direction != MAXIMIZE:
+            excess[ACCURACY_DROP] = 1.0 + 10 * abs(baseline)
+        else:
+            reached = accuracy if accuracy is not None else 0.0
+            excess[ACCURACY_DROP] = (worsening(baseline, reached, direction)
+                                     - constraints[ACCURACY_DROP])
+    reached = accuracy if accuracy is not None else 0.0
     if constraints.get(ACCURACY_FLOOR):
         excess[ACCURACY_FLOOR] = constraints[ACCURACY_FLOOR] - reached
     return excess

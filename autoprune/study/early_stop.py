@@ -2,7 +2,7 @@
 
 Part-way through fine-tuning (a third of the steps), a trial is scored on the validation
 data. If a finished trial that is at least as fast scored better at that same point by more
-than `margin`, this one is very unlikely to reach the front: its fine-tuning stops there and
+than `margin` (in the metric's units: accuracy up, or an error down), this one is very unlikely to reach the front: its fine-tuning stops there and
 the trial completes with the accuracy it has, so the sampler still learns from it and the
 budget goes to new configurations instead. Reference trials (uniform ratios, warm starts)
 are screened for the record but always fine-tuned to the end. Comparing at the same step keeps the comparison
@@ -17,6 +17,8 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
+from ..results.pareto import metric_direction
+from ..runtime.task import cost
 from ..store.records import TrialRecord, record_trial
 
 SCREEN_FRACTION = 1 / 3
@@ -48,11 +50,14 @@ def faster_rivals(study: optuna.Study, latency_ms: float) -> list[tuple[int, flo
 
 
 def judge(study: optuna.Study, latency_ms: float, accuracy: float, margin: float) -> ScreenVerdict:
-    """Stop when a faster finished trial's screen accuracy is above ours by more than `margin`."""
-    beaten = [r for r in faster_rivals(study, latency_ms) if r[2] > accuracy + margin]
+    """Stop when a faster finished trial's screen metric is better than ours by more than
+    `margin` (in the metric's units and direction)."""
+    direction = metric_direction(study)
+    beaten = [r for r in faster_rivals(study, latency_ms)
+              if cost(r[2], direction) < cost(accuracy, direction) - margin]
     if not beaten:
         return ScreenVerdict(accuracy, False)
-    number, latency, better = max(beaten, key=lambda r: r[2])
+    number, latency, better = min(beaten, key=lambda r: cost(r[2], direction))
     return ScreenVerdict(accuracy, True, f"trial {number} was as fast ({latency:.2f} ms) and "
                                          f"scored {better:.4f} against {accuracy:.4f} at the "
                                          "same step")

@@ -49,23 +49,29 @@ def search_identity(prepared: PreparedModel, constraints: dict[str, float]) -> d
             "device": prepared.device.type, "batch_size": batch_size_of(prepared.example_inputs)}
 
 
-def open_study(name: str, storage, sampler) -> tuple[optuna.Study, bool]:
-    """The study and whether this call created it (only the creator enqueues references)."""
+def open_study(name: str, storage, sampler, metric_name: str = OBJECTIVE_NAMES[0],
+               direction: str = DIRECTIONS[0]) -> tuple[optuna.Study, bool]:
+    """The study and whether this call created it (only the creator enqueues references). Its
+    first objective is the task's metric, in the metric's direction."""
+    wanted = [direction, *DIRECTIONS[1:]]
     try:
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                    directions=DIRECTIONS)
+                                    directions=wanted)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         created = False
     directions = [d.name.lower() for d in study.directions]
-    if directions != list(DIRECTIONS):
+    if directions[1:] != list(DIRECTIONS[1:]) or len(directions) != len(DIRECTIONS):
         raise InvalidInputError(f"study {name!r} exists in this storage but is not an autoprune "
                                 f"study (directions {directions}); choose another study name")
+    if directions[0] != direction:
+        raise InvalidInputError(f"study {name!r} {directions[0]}s its metric; this search would "
+                                f"{direction} it: use the same direction, or another study name")
     if study.metric_names is None:  # also studies started before autoprune named them
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVE_NAMES))
+            study.set_metric_names([metric_name, *OBJECTIVE_NAMES[1:]])
     return study, created
 
 

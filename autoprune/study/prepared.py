@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..pruning.conversions import prepare
 from ..pruning.grouping import PruningDimension, ignored_modules, plan_dimensions
 from ..pruning.prune import PrunedModel, prune_copy
-from ..runtime.model_io import logits_of, to_device
+from ..runtime.model_io import to_device
 from .space import SearchSpace
 
 
@@ -49,7 +49,7 @@ class PreparedModel:
         return cls(model, inputs, space, dimensions, ignored_names, device)
 
     def prune(self, sparsity: dict[str, float], criterion: str = "l2",
-              gradient_batches: Iterable = (), loss_fn: Callable | None = None,
+              gradient_batches: Iterable = (), batch_loss: Callable | None = None,
               dimensions: list[PruningDimension] | None = None) -> PrunedModel:
         """A pruned copy at `sparsity` (dimension name -> ratio); the model is not changed.
 
@@ -58,4 +58,4 @@ class PreparedModel:
         return prune_copy(self.model, self.example_inputs,
                           self.dimensions if dimensions is None else dimensions, sparsity,
                           criterion, self.ignored_names, self.space.round_to, gradient_batches,
-                          loss_fn, logits_of, self.device)
+                          batch_loss, self.device)

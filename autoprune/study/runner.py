@@ -9,6 +9,7 @@ the study goes on.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import logging
 import time
@@ -30,9 +31,12 @@ from ..pruning.grouping import check_prunable
 from ..results.pareto import FrontTracker
 from ..results.result import SearchResult
 from ..runtime.evaluate import top1_accuracy
+from ..runtime.task import (MAXIMIZE, Task, check_direction, check_task, classification_task,
+                            user_task)
 from ..runtime.measure import Measurement, interleaved_against_reference
 from ..targets.base import Target, get_target
-from ..runtime.model_io import first_batch, logits_of, resolve_device, run_model, to_device
+from ..runtime.model_io import (any_batch, first_batch, logits_of, resolve_device, run_model,
+                               to_device)
 from ..store.records import StudyRecord, record_study, record_trial
 from ..store.storage import open_artifact_store, open_storage, redact, storage_url
 from .baseline import describe_data, measure_baseline
@@ -67,7 +71,7 @@ class _Session:
     run_dir: Path
     artifact_location: Any
     store: Any                 # the artifact store
-    finetune_inputs: dict = field(default_factory=dict)  # (train, val), metric, loss
+    finetune_inputs: dict = field(default_factory=dict)  # (train, val), metric, loss, task
 
     def result(self, prepared: PreparedModel) -> SearchResult:
         return SearchResult(self.study, prepared.model, self.store, self.run_dir / "trials",
@@ -99,6 +103,54 @@ def _check_model_runs(model: nn.Module, example_inputs: Any, targets: Any, metri
             raise InvalidInputError("the metric returned NaN on the first validation batch")
 
 
+def _first_inputs(train: Iterable, val: Iterable | None) -> Any:
+    """The model's inputs in the first batch (its first item) of `val`, else of `train`."""
+    batch = any_batch(val if val is not None else train, "val" if val is not None else "train")
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0]
+    raise InvalidInputError(f"the first batch is a {type(batch).__name__}, not a tuple whose "
+                            "first item is the model's input: pass example_inputs=")
+
+
+def _check_inputs_run(model: nn.Module, inputs: Any) -> None:
+    try:
+        with torch.no_grad():
+            run_model(model, inputs)
+    except Exception as err:
+        raise InvalidInputError(
+            f"the model's forward pass fails on the example inputs ({type(err).__name__}: "
+            f"{err}); pass example_inputs= when a batch's first item is not what the model "
+            "takes") from err
+
+
+def _task(val: Iterable | None, device: torch.device, metric: Callable | None,
+          loss: Callable | None, evaluate: Callable | None, direction: str,
+          train_step: Callable | None, distill: Callable | None) -> tuple[Task, dict | None]:
+    """The task the trials run (runtime/task.py), and, for the user's contract, which of the
+    user's callables score and train (for messages); None for the built-in classifier."""
+    check_direction(direction)
+    if evaluate is None:
+        if direction != MAXIMIZE:
+            raise InvalidInputError("direction='minimize' needs evaluate=: the built-in metric "
+                                    "(top-1 accuracy, or metric=) is maximized")
+        if train_step is not None or distill is not None:
+            raise InvalidInputError("train_step= and distill= go with evaluate= (the built-in "
+                                    "classifier's loss is loss=)")
+        if val is None:
+            raise InvalidInputError("`val` is required: an iterable of (inputs, targets) "
+                                    "batches (or give evaluate=, which scores models itself)")
+        return classification_task(val, device, metric, loss), None
+    if metric is not None:
+        raise InvalidInputError("give metric= or evaluate=, not both: evaluate= replaces the "
+                                "built-in metric")
+    names = {"score": f"evaluate ({getattr(evaluate, '__name__', 'callable')})",
+             "loss": (f"train_step ({getattr(train_step, '__name__', 'callable')})"
+                      if train_step is not None else
+                      f"distill ({getattr(distill, '__name__', 'callable')})"
+                      if distill is not None else "the built-in loss")}
+    return user_task(evaluate, direction, train_step, distill, loss_fn=loss), names
+
+
 def _validate(model, finetune_steps, early_stop_margin, keep_checkpoints) -> None:
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -114,17 +166,26 @@ def _validate(model, finetune_steps, early_stop_margin, keep_checkpoints) -> Non
                                 f"got {keep_checkpoints!r}")
 
 
-def _prepare(model: nn.Module, train: Iterable, val: Iterable, space: SearchSpace,
+def _prepare(model: nn.Module, train: Iterable, val: Iterable | None, space: SearchSpace,
              ignored_layers: Iterable[str], device: torch.device, metric: Callable,
-             loss_fn: Callable) -> PreparedModel:
-    """The model set up for pruning, after checking that it, its data, metric and loss work
-    and that it can be pruned as planned (the pre-flight check)."""
-    example_inputs, example_targets = first_batch(val, "val")
-    first_batch(train, "train")
+             loss_fn: Callable, task: Task, user: dict | None,
+             example_inputs: Any = None) -> PreparedModel:
+    """The model set up for pruning, after checking that it, its data and its task (the
+    built-in metric and loss, or the user's `evaluate` and training step) work, and that it
+    can be pruned as planned (the pre-flight check)."""
     converted = prepare(model.to(device).eval())  # a converted copy for GPT-2 (conversions.py)
-    _check_model_runs(converted, to_device(example_inputs, device),
-                      to_device(example_targets, device), metric, loss_fn)
-    prepared = PreparedModel.build(converted, example_inputs, space, ignored_layers, device)
+    if user is None:  # the built-in classifier: (inputs, targets) batches
+        inputs, example_targets = first_batch(val, "val")
+        first_batch(train, "train")
+        _check_model_runs(converted, to_device(inputs, device),
+                          to_device(example_targets, device), metric, loss_fn)
+    else:
+        inputs = example_inputs if example_inputs is not None else _first_inputs(train, val)
+        _check_inputs_run(converted, to_device(inputs, device))
+        check_task(task, converted, copy.deepcopy(converted), to_device(any_batch(train, "train"),
+                                                                       device), device, user)
+    inputs = example_inputs if example_inputs is not None else inputs
+    prepared = PreparedModel.build(converted, inputs, space, ignored_layers, device)
     check_prunable(prepared.dimensions, type(prepared.model).__name__)
     preflight(prepared)
     return prepared
@@ -132,7 +193,7 @@ def _prepare(model: nn.Module, train: Iterable, val: Iterable, space: SearchSpac
 
 def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, storage,
                   study_name: str | None, output_dir, artifacts, sampler,
-                  seed: int | None) -> _Session:
+                  seed: int | None, task: Task) -> _Session:
     """Open the study (or join it, when the search is the same) and its artifact store."""
     space = prepared.space
     study_name = study_name or default_study_name(prepared.model)
@@ -142,7 +203,7 @@ def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, st
     sampler = sampler or optuna.samplers.TPESampler(
         multivariate=True, seed=seed, constant_liar=True,
         n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts) + 5))
-    study, created = open_study(study_name, storage, sampler)
+    study, created = open_study(study_name, storage, sampler, task.metric_name, task.direction)
     check_same_search(study, search_identity(prepared, constraints), where)
     if created:  # enqueued once per study, whatever the number of workers
         enqueue_references(study, prepared)
@@ -158,7 +219,7 @@ def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, st
 
 
 def _plan_finetuning(session: _Session, prepared: PreparedModel, budget: Budget,
-                     finetune_steps: int | None, train: Iterable, loss_fn: Callable,
+                     finetune_steps: int | None, train: Iterable, batch_loss: Callable,
                      options: SearchOptions) -> int:
     """Steps per trial: the caller's, else the study's, else decided now from a typical model
     (uniform pruning at the middle reference ratio) and recorded for every later process."""
@@ -172,7 +233,8 @@ def _plan_finetuning(session: _Session, prepared: PreparedModel, budget: Budget,
         if budget.seconds is not None and options.promote_share:  # trials get the rest
             budget = replace(budget, seconds=budget.seconds * (1 - options.promote_share))
         steps = choose_finetune_steps(budget, train, prepared.prune(sparsity).model,
-                                      prepared.model, prepared.device, loss_fn, space.optimizer,
+                                      prepared.model, prepared.device, batch_loss,
+                                      space.optimizer,
                                       options.target_trials, options.max_finetune_epochs)
         record_study(session.study, finetune_steps=steps)
     return steps
@@ -295,7 +357,8 @@ def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: 
         logger.info(f"report: {result.report_path}")
     unpruned_ms = StudyRecord.of(session.study).final_latency_of("baseline")
     logger.info(f"Pareto front ({len(result.pareto)} models; unpruned: "
-                f"{baseline['accuracy']:.2%}, {unpruned_ms or baseline['latency_ms']:.2f} ms):")
+                f"{result.shown(baseline['accuracy'])}, "
+                f"{unpruned_ms or baseline['latency_ms']:.2f} ms):")
     for candidate in result.pareto:
         logger.info(f"  {candidate}")
     return result
@@ -361,12 +424,17 @@ def search(
     *,
     trials: int | None = None,
     train: Iterable,
-    val: Iterable,
+    val: Iterable | None = None,
     constraints: dict[str, float] | None = None,
     device: str | torch.device = "cpu",
     target: str | None = None,
     metric: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    direction: str = MAXIMIZE,
+    train_step: Callable[[nn.Module, nn.Module, Any], torch.Tensor] | None = None,
+    distill: Callable[[Any, Any, Any], torch.Tensor] | None = None,
+    example_inputs: Any = None,
     search_space: str | Path | SearchSpace | None = None,
     ignored_layers: Iterable[str] = (),
     storage: str | optuna.storages.BaseStorage | None = None,
@@ -381,49 +449,67 @@ def search(
     verbose: bool = True,
     extra_settings: dict | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
-    early_stop_margin: float | None = 0.02,
+    early_stop_margin: float | None | str = "auto",
     options: SearchOptions | None = None,
 ) -> SearchResult:
     """Search for pruned versions of `model` trading accuracy against latency and memory.
 
     `budget`: this call's wall-clock time ("90s", "20m", "8h" or seconds); `trials`: the
     study's total of completed trials, across restarts and workers. `train`, `val`: iterables
-    of (inputs, targets). The same `study_name` and `storage` resume a study; several processes
+    of (inputs, targets) for the built-in classifier (top-1 accuracy, or `metric(logits,
+    targets)`; cross-entropy, or `loss`, plus distillation on the logits).
+
+    Any other task (runtime/task.py): `evaluate(model) -> float` scores a model however it
+    likes (the model on `device`, eval mode, gradients off), better as `direction` says
+    ("maximize" or "minimize"); `train_step(student, teacher, batch) -> loss` or
+    `distill(student_output, teacher_output, batch) -> loss` (the models run on `batch[0]`)
+    replaces the built-in loss; `example_inputs` when a batch's first item is not what the
+    model takes. `val` is then optional. The same `study_name` and `storage` resume a study; several processes
     (machines, with PostgreSQL and a shared `artifacts` directory) join it. Returns a
     `SearchResult` whose `pareto` lists the non-dominated models by latency. `target`: how
     latency is timed (targets/; default: PyTorch eager on `device`'s type). `keep_checkpoints`
     "front" deletes the weights of trials off the front; `sampler` replaces multivariate TPE;
     `early_stop_margin` stops a trial a third into fine-tuning when a finished, at least as
-    fast trial scored that much better there (None: never; see early_stop.py). Messages go
+    fast trial scored that much better there, in the metric's units ("auto": 0.02 for the
+    built-in metric, never for `evaluate`; None: never; see early_stop.py). Messages go
     to the `autoprune` logger, warnings only with `verbose=False`; `options`: rare knobs.
     """
     started = time.monotonic()  # a time budget counts the whole call, set-up included
     # The caller's logging levels, Optuna verbosity and torch random state come back after.
     with verbosity(verbose), quiet_optuna(), _random_state_restored():
         # 1. validate: every argument, before any work
+        if early_stop_margin == "auto":
+            early_stop_margin = 0.02 if evaluate is None else None
         _validate(model, finetune_steps, early_stop_margin, keep_checkpoints)
         parsed_budget = parse_budget(budget, trials)
         parsed_constraints = parse_constraints(constraints)
         device, options = resolve_device(device), options or SearchOptions()
+        task, user = _task(val, device, metric, loss, evaluate, direction, train_step, distill)
+        if task.direction != MAXIMIZE and ACCURACY_FLOOR in parsed_constraints:
+            raise InvalidInputError(f"the {ACCURACY_FLOOR} constraint is a floor for a maximized "
+                                    "metric; with direction='minimize' use max_accuracy_drop "
+                                    "(the largest allowed rise of the metric)")
         timing_target = get_target(target, device, threads)
         metric, loss_fn = metric or top1_accuracy, loss or F.cross_entropy
         ignored_layers = [ignored_layers] if isinstance(ignored_layers, str) else ignored_layers
         space = resolve_search_space(model, search_space)
         # 2. prepare: the model set up for pruning, checked by pruning it once
-        prepared = _prepare(model, train, val, space, ignored_layers, device, metric, loss_fn)
+        prepared = _prepare(model, train, val, space, ignored_layers, device, metric, loss_fn,
+                            task, user, example_inputs)
         # 3. open the study, or join it
         session = _open_or_join(prepared, parsed_constraints, parsed_budget, storage,
-                                study_name, output_dir, artifacts, sampler, seed)
-        session.finetune_inputs = {"data": (train, val), "metric": metric, "loss": loss_fn}
+                                study_name, output_dir, artifacts, sampler, seed, task)
+        session.finetune_inputs = {"data": (train, val), "metric": metric, "loss": loss_fn,
+                                   "task": task}
         if seed is not None:
             torch.manual_seed(seed)
         # 4. the unpruned model, measured once per study
         settings = {"artifacts": _shown_location(session.artifact_location),
                     "constraints": parsed_constraints, "budget": parsed_budget.describe(),
                     "data": describe_data(train, val), "early_stop_margin": early_stop_margin,
-                    "finetune_optimizer": space.optimizer,
+                    "finetune_optimizer": space.optimizer, "metric": task.describe(),
                     **(extra_settings or {})}
-        baseline = measure_baseline(session.study, prepared, val, metric, timing_target,
+        baseline = measure_baseline(session.study, prepared, task, timing_target,
                                     options.latency_rounds, options.block_seconds, settings)
         latency_model = study_latency_model(session.study, prepared, timing_target,
                                             options.calibration_points, options.latency_rounds,
@@ -432,7 +518,7 @@ def search(
                                             options.latency_max_rounds)
         baseline = settled_reference(session.study, baseline, latency_model)
         trial_constraints = _with_accuracy_floor(parsed_constraints, prepared, baseline,
-                                                 metric is top1_accuracy,
+                                                 task.builtin_top1,
                                                  options.front_floor_share)
         recorded = StudyRecord.of(session.study).settings or {}
         if trial_constraints.get(ACCURACY_FLOOR) and "accuracy_floor" not in recorded:
@@ -440,14 +526,14 @@ def search(
                 **recorded, "accuracy_floor": trial_constraints[ACCURACY_FLOOR]})
         # 5. plan fine-tuning, the same for every trial of the study
         steps = _plan_finetuning(session, prepared, parsed_budget, finetune_steps, train,
-                                 loss_fn, options)
+                                 task.loss, options)
         # 6. run the trials
         context = TrialContext(
             prepared=prepared, train=train, val=val, target=timing_target,
             latency_model=latency_model, finetune_steps=steps,
             constraints=trial_constraints, baseline_accuracy=baseline["accuracy"],
-            baseline=_measurement(baseline), artifact_store=session.store, metric=metric,
-            loss_fn=loss_fn, gradient_batches=_gradient_batches(train, device, options),
+            baseline=_measurement(baseline), artifact_store=session.store, task=task,
+            gradient_batches=_gradient_batches(train, device, options),
             latency_rounds=options.latency_rounds, block_seconds=options.block_seconds,
             latency_max_rounds=options.latency_max_rounds,
             early_stop_margin=early_stop_margin, save_dominated=keep_checkpoints == "all")

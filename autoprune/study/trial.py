@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -29,10 +29,10 @@ from optuna.trial import TrialState
 from ..console import ProgressBar
 from ..pruning.prune import kept_out_channels
 from ..results.pareto import is_feasible
-from ..runtime.evaluate import evaluate
-from ..runtime.finetune import finetune
+from ..runtime.finetune import Distillation, finetune
 from ..runtime.latency_model import LatencyModel
 from ..runtime.measure import Measurement, PairedLatency, measure_cost, paired_latency
+from ..runtime.task import MAXIMIZE, Task, cost, scored, worst_value
 from ..store.artifacts import local_checkpoint, upload_checkpoint
 from ..store.checkpoint import load_checkpoint, read_description, save_checkpoint
 from ..store.records import TrialRecord, objective_values, record_seconds, record_trial
@@ -57,8 +57,7 @@ class TrialContext:
     baseline_accuracy: float
     baseline: Measurement
     artifact_store: Any
-    metric: Callable
-    loss_fn: Callable
+    task: Task  # scores and trains models (runtime/task.py): the metric and its direction
     gradient_batches: list = field(default_factory=list)
     latency_rounds: int = 7
     latency_max_rounds: int = 15
@@ -67,13 +66,19 @@ class TrialContext:
     prediction_margin: float = 0.15  # how wrong the latency model may be (see _worth_timing)
     save_dominated: bool = False     # keep_checkpoints="all": save trials never timed too
 
+    def gradient_loss(self, model, batch):
+        """The loss whose gradients rank channels (Taylor): the task's, without distillation
+        (the model being pruned is still the teacher)."""
+        return self.task.loss(model, model, batch, Distillation(alpha=0.0))
+
 
 def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, float]:
     """Run one trial and return its objectives; raises (failing only this trial) on errors."""
     clock = time.perf_counter
     prepared, device = ctx.prepared, ctx.prepared.device
     start = clock()
-    config = suggest_config(trial, prepared.space, prepared.dimensions)  # the sampler runs here
+    config = suggest_config(trial, prepared.space, prepared.dimensions,  # the sampler runs here
+                            ctx.task.searches_distillation)
     record_seconds(trial, "sample", clock() - start)
     record_trial(trial, config=config.to_dict())
     if TrialRecord.of(trial).continues is not None:
@@ -84,7 +89,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         return _rejected_before_pruning(trial, ctx, predicted_ms)
 
     start = clock()
-    pruned = prepared.prune(config.sparsity, config.criterion, ctx.gradient_batches, ctx.loss_fn)
+    pruned = prepared.prune(config.sparsity, config.criterion, ctx.gradient_batches,
+                            ctx.gradient_loss)
     record_seconds(trial, "prune", clock() - start)
     record_trial(trial, kept_channels=kept_out_channels(pruned.model))
 
@@ -95,16 +101,16 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     _record_figures(trial, ctx, figures, "predicted")
 
     if _broken_limits(trial, ctx, figures):  # not worth fine-tuning
-        return objective_values(0.0, figures)
+        return objective_values(worst_value(ctx.task.direction), figures)
 
     start = clock()
     screening = None if ctx.early_stop_margin is None else screening_hook(
         trial, ctx.finetune_steps, predicted_ms, ctx.early_stop_margin,
-        lambda: evaluate(pruned.model, ctx.val, device, ctx.metric))
+        lambda: scored(ctx.task, pruned.model, device))
     with ProgressBar(f"trial {trial.number} fine-tuning", total=ctx.finetune_steps,
                      leave=False) as bar:
         train_loss = finetune(pruned.model, prepared.model, ctx.train, ctx.finetune_steps,
-                              config.lr, config.distillation, device, ctx.loss_fn,
+                              config.lr, config.distillation, device, ctx.task.loss,
                               prepared.space.optimizer, on_step=screening,
                               on_progress=lambda step, loss: bar.update(1, loss=loss))
     record_seconds(trial, "finetune", clock() - start)
@@ -113,12 +119,13 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         screened.screen_step if screened.stopped_early else ctx.finetune_steps))
 
     start = clock()
-    accuracy = screened.screen_accuracy if screened.stopped_early else evaluate(
-        pruned.model, ctx.val, device, ctx.metric)
+    accuracy = screened.screen_accuracy if screened.stopped_early else scored(
+        ctx.task, pruned.model, device)
     record_seconds(trial, "evaluate", clock() - start)
     _record_accuracy_limits(trial, ctx, accuracy)
 
-    if not _worth_timing(trial.study, accuracy, figures, ctx.prediction_margin):
+    if not _worth_timing(trial.study, accuracy, figures, ctx.prediction_margin,
+                         ctx.task.direction):
         record_trial(trial, latency_source="predicted: a measured trial dominates it even "
                                            f"{ctx.prediction_margin:.0%} faster than predicted")
         _record_hard_limits(trial, ctx, figures)
@@ -187,7 +194,7 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
     with ProgressBar(f"trial {trial.number} (continues {member.number}) fine-tuning",
                      total=record.promoted_steps, leave=False) as bar:
         train_loss = finetune(model, ctx.prepared.model, ctx.train, record.promoted_steps,
-                              config.lr, config.distillation, ctx.prepared.device, ctx.loss_fn,
+                              config.lr, config.distillation, ctx.prepared.device, ctx.task.loss,
                               ctx.prepared.space.optimizer,
                               on_progress=lambda step, loss: bar.update(1, loss=loss))
     record_seconds(trial, "finetune", clock() - start)
@@ -196,7 +203,7 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
                  finetuned_steps=before + record.promoted_steps)
 
     start = clock()
-    accuracy = evaluate(model, ctx.val, ctx.prepared.device, ctx.metric)
+    accuracy = scored(ctx.task, model, ctx.prepared.device)
     record_seconds(trial, "evaluate", clock() - start)
     _record_accuracy_limits(trial, ctx, accuracy)
     if known.latency_source == "paired":
@@ -220,7 +227,8 @@ def _record_accuracy_limits(trial: optuna.Trial, ctx: TrialContext,
                             accuracy: float | None) -> None:
     """The allowed drop and the floor, as constraints: a trial beyond either is not offered
     on the front, and the sampler learns to avoid its region."""
-    for key, value in accuracy_excess(ctx.baseline_accuracy, accuracy, ctx.constraints).items():
+    for key, value in accuracy_excess(ctx.baseline_accuracy, accuracy, ctx.constraints,
+                                      ctx.task.direction).items():
         trial.set_constraint(key, value)
 
 
@@ -245,9 +253,9 @@ def _broken_limits(trial: optuna.Trial, ctx: TrialContext, figures: Measurement)
 
 
 def _worth_timing(study: optuna.Study, accuracy: float, figures: Measurement,
-                  margin: float) -> bool:
-    """Whether the trial could join the front: no finished, measured trial is at least as
-    accurate, as small and faster than even `margin` below the predicted latency.
+                  margin: float, direction: str = MAXIMIZE) -> bool:
+    """Whether the trial could join the front: no finished, measured trial has at least as
+    good a metric, is as small and faster than even `margin` below the predicted latency.
 
     Only such trials are timed for real: the rest are dominated whatever their true latency
     within the model's error, and keep the prediction (what the front needs is measured).
@@ -255,7 +263,8 @@ def _worth_timing(study: optuna.Study, accuracy: float, figures: Measurement,
     optimistic = figures.latency_ms * (1 - margin)
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         values = other.values
-        if (values and values[0] >= accuracy and values[1] <= optimistic
+        if (values and cost(values[0], direction) <= cost(accuracy, direction)
+                and values[1] <= optimistic
                 and values[2] <= figures.memory_mb and is_feasible(other)
                 and TrialRecord.of(other).latency_source == "paired"):
             return False
@@ -267,8 +276,9 @@ def _rejected_before_pruning(trial: optuna.Trial, ctx: TrialContext,
     """End a trial whose predicted latency breaks the limit: nothing is pruned or measured.
 
     The sampler gets the predicted excess; other hard limits, unknown without pruning, are
-    recorded as met (the trial is infeasible anyway), and its objectives are accuracy 0, the
-    predicted latency and the unpruned memory (an upper bound).
+    recorded as met (the trial is infeasible anyway), and its objectives are the worst metric
+    (accuracy 0; an infinite error), the predicted latency and the unpruned memory (an upper
+    bound).
     """
     limit = ctx.constraints[LATENCY]
     excess = {key: 0.0 for key in hard_excess(ctx.baseline, ctx.constraints)}
@@ -278,4 +288,5 @@ def _rejected_before_pruning(trial: optuna.Trial, ctx: TrialContext,
     _record_accuracy_limits(trial, ctx, None)
     reason = f"predicted latency {predicted_ms:.4g} ms is over the {limit:.4g} ms limit"
     record_trial(trial, rejected_before_pruning=reason, skipped_finetune=reason)
-    return objective_values(0.0, replace(ctx.baseline, latency_ms=predicted_ms))
+    return objective_values(worst_value(ctx.task.direction),
+                            replace(ctx.baseline, latency_ms=predicted_ms))
