@@ -168,7 +168,8 @@ def _search_options(run: argparse.ArgumentParser) -> None:
                                                "max_accuracy_drop; repeatable")
     run.add_argument("--device", default="cpu")
     run.add_argument("--target", help="how latency is timed (default: PyTorch eager on the "
-                                      "device); one of the registered targets")
+                                      "device): cpu, cuda, or onnxruntime (ONNX Runtime "
+                                      "on the CPU; pip install 'autoprune[export]')")
     run.add_argument("--threads", type=int, help="CPU threads for timing (default: torch's)")
     run.add_argument("--search-space", help="a search_spaces/*.yaml file or family name")
     run.add_argument("--ignore-layer", action="append", default=[], metavar="REGEX",

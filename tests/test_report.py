@@ -136,3 +136,22 @@ def test_the_report_sets_predicted_latency_against_measured_with_its_error():
     page = render_report(data)
     assert 'id="latency-prediction"' in page and "predicted before pruning" in page
     assert "21 layers tabled and 8 pruned copies timed in 12.5 s" in page
+
+
+def test_after_the_final_re_timing_every_trial_is_drawn_on_its_scale():
+    """The machine ran 1.5x slower at the end: front members are re-timed, and the other
+    trials' latencies follow through their paired speedups, so none is drawn faster than a
+    front member that beats it."""
+    study = synthetic_study(60)
+    front = report_data(study).rows
+    members = [r for r in front if r.status == "front"]
+    final = {str(r.number): 1.5 * r.latency_ms for r in members}
+    study.set_user_attr("final_latency_ms", {**final, "baseline": 60.0})
+    rows = report_data(study).rows
+    assert report_data(study).baseline["latency_ms"] == 60.0
+    for row in rows:
+        if row.speedup and row.status != "failed":
+            assert row.latency_ms == pytest.approx(60.0 / row.speedup)
+    timed = {r.number: r for r in rows}
+    for member in members:
+        assert timed[member.number].latency_ms == pytest.approx(1.5 * member.latency_ms)

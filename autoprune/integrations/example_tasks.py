@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Iterable
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -85,3 +88,23 @@ def mean_iou(predicted: torch.Tensor, masks: torch.Tensor, classes: int) -> floa
         if union:
             scores.append((mine & theirs).sum().item() / union)
     return sum(scores) / max(1, len(scores))
+
+
+def scenes_mean_iou(val: Iterable, classes: int = SEGMENTATION_CLASSES) -> Callable:
+    """An `evaluate(model)` for torchvision segmentation models (outputs under "out"): the
+    mean IoU of their label maps over every scene of `val`. Named `miou`."""
+    def miou(model: nn.Module) -> float:
+        pairs = [(model(images)["out"].argmax(1), masks) for images, masks in val]
+        return mean_iou(torch.cat([p for p, _ in pairs]), torch.cat([m for _, m in pairs]),
+                        classes)
+    return miou
+
+
+def pixel_distillation(student_output: Any, teacher_output: Any, batch: Any,
+                       alpha: float = 0.5) -> torch.Tensor:
+    """A `distill` for segmentation: cross-entropy against the masks plus the per-pixel KL to
+    the teacher's class distribution (averaged over pixels), weighted by `alpha`."""
+    student, teacher = student_output["out"], teacher_output["out"]
+    kd = F.kl_div(F.log_softmax(student, 1), F.log_softmax(teacher, 1), log_target=True,
+                  reduction="batchmean") / student[0, 0].numel()
+    return (1 - alpha) * F.cross_entropy(student, batch[1]) + alpha * kd

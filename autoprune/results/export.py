@@ -19,8 +19,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ExportError
+from ..errors import ExportError, InvalidInputError
 from ..runtime.model_io import logits_of, run_model
+from ..runtime.onnx_io import cpu_session, onnx_bytes, onnxruntime_module
 from ..store.checkpoint import (ARCHITECTURE_FILE, inputs_from_spec, load_checkpoint,
                                 read_description)
 
@@ -60,17 +61,14 @@ def _check(name: str, expected: torch.Tensor, actual: torch.Tensor, path: Path) 
 
 
 def _export_onnx(model: nn.Module, inputs: torch.Tensor, path: Path) -> torch.Tensor:
+    """Write the graph the ONNX Runtime target times (runtime/onnx_io.py); its first output."""
     try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError("ONNX export needs onnxruntime to check the file: "
-                          "pip install 'autoprune[export]'") from None
-    if not isinstance(inputs, torch.Tensor):
-        raise ExportError("ONNX export supports models with a single tensor input for now")
-    torch.onnx.export(model, (inputs,), str(path), dynamo=False, input_names=["input"],
-                      output_names=["output"],
-                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        onnxruntime_module()
+        graph = onnx_bytes(model, inputs)
+    except InvalidInputError as err:
+        raise ExportError(f"ONNX export: {err}") from None
+    path.write_bytes(graph)
+    session = cpu_session(str(path), threads=torch.get_num_threads())
     return torch.from_numpy(session.run(None, {"input": inputs.numpy()})[0])
 
 

@@ -192,9 +192,14 @@ def report_data(study: optuna.Study, storage: str | None = None) -> ReportData:
     final = record.final_latency_ms or {}
     if final:  # the interleaved re-measurement of the front replaces the in-trial timing
         base_latency = final.get("baseline", baseline.get("latency_ms"))
+        # Other trials keep their paired speedup, put on the same scale: the machine may run
+        # faster or slower at the end than during the search, and mixing the two scales once
+        # drew dominated trials faster than the front (tests/test_report.py).
         rows = [r._replace(latency_ms=final[str(r.number)],
                            speedup=base_latency / final[str(r.number)])
-                if str(r.number) in final else r for r in rows]
+                if str(r.number) in final else
+                r._replace(latency_ms=base_latency / r.speedup) if r.speedup else r
+                for r in rows]
         baseline = {**baseline, "latency_ms": base_latency}
     started = min((t.datetime_start for t in trials if t.datetime_start), default=None)
     history = []
@@ -427,7 +432,7 @@ def render_report(data: ReportData) -> str:
     """The report page for `data`, as one HTML string with plotly.js inlined."""
     from plotly.offline import get_plotlyjs
 
-    name = data.metric["name"].capitalize()
+    name = "Accuracy" if data.metric["name"] == "accuracy" else data.metric["name"]
     figures = {"pareto-latency": _pareto_figure(data, "latency_ms", f"{name} against latency"),
                "pareto-memory": _pareto_figure(data, "memory_mb", f"{name} against memory")}
     if data.hypervolume:
@@ -451,7 +456,8 @@ def render_report(data: ReportData) -> str:
 <body><h1>autoprune study <code>{title}</code></h1>
 <p>Generated {data.generated}. Click a point (or a table row) to see its trial card and
 the command that exports it. Latencies of front members are the final interleaved
-re-measurement where the search got that far.</p>
+re-measurement where the search got that far; every other trial's is its paired speedup
+applied to the unpruned model's latency in that re-measurement.</p>
 {_summary(data)}
 <div class="grid"><div id="pareto-latency"></div><div id="pareto-memory"></div></div>
 <div id="card"></div>

@@ -168,11 +168,11 @@ def _validate(model, finetune_steps, early_stop_margin, keep_checkpoints) -> Non
 
 def _prepare(model: nn.Module, train: Iterable, val: Iterable | None, space: SearchSpace,
              ignored_layers: Iterable[str], device: torch.device, metric: Callable,
-             loss_fn: Callable, task: Task, user: dict | None,
+             loss_fn: Callable, task: Task, user: dict | None, target: Target,
              example_inputs: Any = None) -> PreparedModel:
     """The model set up for pruning, after checking that it, its data and its task (the
-    built-in metric and loss, or the user's `evaluate` and training step) work, and that it
-    can be pruned as planned (the pre-flight check)."""
+    built-in metric and loss, or the user's `evaluate` and training step) work, that the
+    timing target can run it, and that it can be pruned as planned (the pre-flight check)."""
     converted = prepare(model.to(device).eval())  # a converted copy for GPT-2 (conversions.py)
     if user is None:  # the built-in classifier: (inputs, targets) batches
         inputs, example_targets = first_batch(val, "val")
@@ -185,6 +185,7 @@ def _prepare(model: nn.Module, train: Iterable, val: Iterable | None, space: Sea
         check_task(task, converted, copy.deepcopy(converted), to_device(any_batch(train, "train"),
                                                                        device), device, user)
     inputs = example_inputs if example_inputs is not None else inputs
+    target.check(converted, inputs)  # e.g. ONNX Runtime: one tensor input
     prepared = PreparedModel.build(converted, inputs, space, ignored_layers, device)
     check_prunable(prepared.dimensions, type(prepared.model).__name__)
     preflight(prepared)
@@ -495,7 +496,7 @@ def search(
         space = resolve_search_space(model, search_space)
         # 2. prepare: the model set up for pruning, checked by pruning it once
         prepared = _prepare(model, train, val, space, ignored_layers, device, metric, loss_fn,
-                            task, user, example_inputs)
+                            task, user, timing_target, example_inputs)
         # 3. open the study, or join it
         session = _open_or_join(prepared, parsed_constraints, parsed_budget, storage,
                                 study_name, output_dir, artifacts, sampler, seed, task)

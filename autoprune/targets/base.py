@@ -1,8 +1,8 @@
 """Where and how a model is timed: the `Target` interface and its registry.
 
 A target turns a model into something to run (`runnable`: eager PyTorch runs the module; a
-CUDA target may capture a CUDA graph; an ONNX Runtime target would export the model and open
-a session there) and times runnables interleaved, block by block, so that a shared machine's
+CUDA target may capture a CUDA graph; the ONNX Runtime target exports the model and opens a
+session) and times runnables interleaved, block by block, so that a shared machine's
 drift falls on every model alike. Each target lives in a file of its own and registers itself
 with `@register_target`.
 """
@@ -38,6 +38,10 @@ class Target:
     def __init__(self, device: torch.device, threads: int):
         self.device = device
         self.threads = threads
+
+    def check(self, model: nn.Module, inputs: Any) -> None:
+        """Raise `InvalidInputError` if this target cannot run `model` on `inputs` (called
+        before any work)."""
 
     def runnable(self, model: nn.Module, inputs: Any) -> Runnable:
         """A zero-argument callable running one inference of `model` on `inputs`.
