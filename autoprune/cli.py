@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--max-memory-mb", type=float)
     select.add_argument("--max-params", type=int)
     select.add_argument("--min-accuracy", type=float, help="a fraction, e.g. 0.98")
+    select.add_argument("--precision", choices=("fp32", "int8"),
+                        help="only models of this precision (int8: searched on onnxruntime)")
     return parser
 
 
@@ -337,7 +339,8 @@ def export_command(args) -> int:
 def select_command(args) -> int:
     result = _open(args)
     chosen = result.best(max_latency_ms=args.max_latency_ms, max_memory_mb=args.max_memory_mb,
-                         max_params=args.max_params, min_accuracy=args.min_accuracy)
+                         max_params=args.max_params, min_accuracy=args.min_accuracy,
+                         precision=args.precision)
     print(chosen)
     storage = ""
     if args.storage:

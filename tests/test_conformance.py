@@ -42,7 +42,8 @@ def test_family_prunes_runs_shrinks_and_round_trips(entry, tmp_path):
     torch.manual_seed(0)
     inputs, targets = example_inputs(entry, batch=4)
     built = entry.build().eval()
-    space = resolve_search_space(built, None)
+    # the configurations a search timed in PyTorch draws (fp32: no precision parameter)
+    space = resolve_search_space(built, None).for_target("cpu", ("fp32",))
     assert space.family == entry.family
 
     prepared = PreparedModel.build(built, inputs, space)

@@ -33,9 +33,12 @@ def test_the_target_times_onnx_sessions_and_a_narrower_model_reads_faster():
 
 def test_a_search_on_the_onnxruntime_target_exports_the_graph_it_timed(tmp_path):
     train, val = tiny_data()
+    fp32_only = tmp_path / "fp32.yaml"  # int8 members export their quantized graph instead
+    fp32_only.write_text("family: fp32-only\nprecision: [fp32]\n")
     result = autoprune.search(TinyResNet(), trials=3, train=train, val=val,
-                              target="onnxruntime", output_dir=tmp_path, finetune_steps=2,
-                              threads=1, verbose=False, options=QUICK)
+                              target="onnxruntime", search_space=fp32_only,
+                              output_dir=tmp_path, finetune_steps=2, threads=1, verbose=False,
+                              options=QUICK)
     settings = result.study.user_attrs["settings"]
     assert settings["target"].startswith("onnxruntime")
     assert result.study.user_attrs["latency_model"]["target"] == "onnxruntime"

@@ -58,3 +58,70 @@ def test_calibration_needs_one_tensor_input():
     batches = [({"x": torch.randn(2, 4)}, torch.zeros(2))]
     with pytest.raises(InvalidInputError, match="one tensor input for now"):
         calibration_inputs(batches, 1)
+
+
+def int8_space(tmp_path, precisions="[int8]"):
+    path = tmp_path / "int8.yaml"
+    path.write_text(f"family: int8-test\nprecision: {precisions}\n")
+    return path
+
+
+def test_an_int8_search_scores_times_and_exports_the_quantized_graph(tmp_path):
+    import autoprune
+    from tiny_models import QUICK
+
+    train, val = tiny_data()
+    result = autoprune.search(TinyResNet(), trials=3, train=train, val=val,
+                              target="onnxruntime", search_space=int8_space(tmp_path),
+                              output_dir=tmp_path, finetune_steps=2, threads=1, verbose=False,
+                              options=QUICK)
+    done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert done and all(t.user_attrs["config"]["precision"] == "int8" for t in done)
+    assert all(t.user_attrs["fp32_accuracy"] is not None for t in done)
+    pick = result.best(precision="int8")
+    assert pick.precision == "int8" and "int8" in str(pick)
+    # the exported file is the graph the trial scored: the same accuracy on val
+    path = result.export(pick, tmp_path / "pick.onnx", format="onnx")
+    reloaded = OnnxModule(path.read_bytes())
+    assert evaluate(reloaded, val, "cpu") == pytest.approx(pick.accuracy)
+    assert evaluate(result.load_int8(pick), val, "cpu") == pytest.approx(pick.accuracy)
+    with pytest.raises(InvalidInputError, match="is int8: fine-tuning it fully"):
+        result.finetune(pick, epochs=1)
+
+
+def test_the_default_space_searches_int8_only_where_the_target_runs_it():
+    from autoprune.study.space import resolve_search_space
+
+    space = resolve_search_space(TinyResNet(), None)
+    assert space.precisions == ("fp32", "int8") and not space.precision_requested
+    on_cpu = space.for_target("cpu", get_target("cpu", "cpu", 1).precisions)
+    assert on_cpu.precisions == ("fp32",)
+    assert "precisions" not in on_cpu.fingerprint()  # studies from before resume
+    on_ort = space.for_target("onnxruntime", get_target("onnxruntime", "cpu", 1).precisions)
+    assert on_ort.precisions == ("fp32", "int8")
+
+
+def test_a_space_without_int8_never_quantizes(tmp_path):
+    import autoprune
+    from tiny_models import QUICK
+
+    train, val = tiny_data()
+    result = autoprune.search(TinyResNet(), trials=2, train=train, val=val,
+                              target="onnxruntime", search_space=int8_space(tmp_path, "[fp32]"),
+                              output_dir=tmp_path, finetune_steps=2, threads=1, verbose=False,
+                              options=QUICK)
+    for trial in result.study.trials:
+        assert "precision" not in trial.params
+        assert trial.user_attrs.get("fp32_accuracy") is None
+        assert "model.int8.onnx" not in (trial.user_attrs.get("checkpoint_artifacts") or {})
+
+
+def test_int8_asked_for_on_a_target_that_cannot_run_it_is_refused_before_any_work(tmp_path):
+    import autoprune
+    from autoprune.errors import SearchSpaceError
+
+    train, val = tiny_data()
+    with pytest.raises(SearchSpaceError, match="precision int8 cannot run on target 'cpu'"):
+        autoprune.search(TinyResNet(), trials=1, train=train, val=val,
+                         search_space=int8_space(tmp_path), output_dir=tmp_path, verbose=False)
+    assert not list(tmp_path.rglob("study.db"))

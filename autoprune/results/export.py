@@ -6,7 +6,8 @@ Every export is reloaded and run on the same inputs as the PyTorch model; a mism
 * `safetensors`: a directory with the weights and the JSON architecture description, which
   `autoprune.load(path, base_model)` turns back into the model with no unpickling.
 * `onnx`: one `.onnx` file with a dynamic batch dimension (TorchScript-based exporter),
-  checked with onnxruntime (`pip install autoprune[export]`).
+  checked with onnxruntime (`pip install autoprune[export]`); for an int8 trial, the
+  quantized graph it was timed and scored as (checked to run, not to match fp32 outputs).
 * `torchscript`: `torch.jit.script`, or `torch.jit.trace` where scripting fails.
 """
 
@@ -22,8 +23,8 @@ import torch.nn as nn
 from ..errors import ExportError, InvalidInputError
 from ..runtime.model_io import logits_of, run_model
 from ..runtime.onnx_io import cpu_session, onnx_bytes, onnxruntime_module
-from ..store.checkpoint import (ARCHITECTURE_FILE, inputs_from_spec, load_checkpoint,
-                                read_description)
+from ..store.checkpoint import (ARCHITECTURE_FILE, INT8_GRAPH_FILE, inputs_from_spec,
+                                load_checkpoint, read_description)
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 TOLERANCE = {"safetensors": 0.0, "torchscript": 1e-5, "onnx": 1e-4}
@@ -72,6 +73,19 @@ def _export_onnx(model: nn.Module, inputs: torch.Tensor, path: Path) -> torch.Te
     return torch.from_numpy(session.run(None, {"input": inputs.numpy()})[0])
 
 
+def _export_int8(graph: Path, expected: torch.Tensor, inputs: torch.Tensor, path: Path) -> Path:
+    """An int8 trial's quantized graph, as it was timed and scored. It cannot match the fp32
+    outputs to a float tolerance: it must run, give the same shape, and finite values."""
+    shutil.copyfile(graph, path)
+    actual = torch.from_numpy(cpu_session(str(path), threads=torch.get_num_threads()).run(
+        None, {"input": inputs.numpy()})[0])
+    if actual.shape != expected.shape or not torch.isfinite(actual).all():
+        raise ExportError(f"{path}: the int8 graph gives outputs of shape "
+                          f"{tuple(actual.shape)} (PyTorch {tuple(expected.shape)}) or "
+                          "non-finite values")
+    return path
+
+
 def _export_torchscript(model: nn.Module, inputs: Any, path: Path) -> torch.Tensor:
     try:
         compiled = torch.jit.script(model)
@@ -102,6 +116,8 @@ def export_checkpoint(checkpoint_dir: str | Path, base_model: nn.Module, path: s
             shutil.copytree(checkpoint_dir, path)
             with torch.no_grad():
                 actual = logits_of(run_model(load_checkpoint(path, base_model), inputs))
+        elif format == "onnx" and (checkpoint_dir / INT8_GRAPH_FILE).is_file():
+            return _export_int8(checkpoint_dir / INT8_GRAPH_FILE, expected, inputs, path)
         elif format == "onnx":
             actual = _export_onnx(model, inputs, path)
         else:

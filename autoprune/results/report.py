@@ -51,6 +51,7 @@ class TrialRow(NamedTuple):
     params_searched: dict[str, Any]
     kept_channels: list[int] | None
     full_finetune: dict | None = None  # SearchResult.finetune's record: accuracy, epochs, ...
+    fp32_accuracy: float | None = None  # an int8 trial's metric before quantization
 
 
 class ReportData(NamedTuple):
@@ -125,7 +126,8 @@ def _row(trial: FrozenTrial, front: set[int], layers: list[str]) -> TrialRow:
               f"rejected before pruning: {record.rejected_before_pruning}" or
               record.skipped_finetune or record.stopped_early or _promotion_note(record)),
         seconds=seconds, params_searched=dict(trial.params),
-        kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None)
+        kept_channels=[kept.get(layer, 0) for layer in layers] if kept else None,
+        fp32_accuracy=record.fp32_accuracy)
 
 
 def _full_summary(entry: dict | None) -> dict | None:

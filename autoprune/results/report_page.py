@@ -30,6 +30,8 @@ function showCard(number) {
     ['criterion', p.criterion || '–'],
     ['distillation', 'alpha ' + fmt(p.kd_alpha, 2) + ', temperature ' + fmt(p.kd_temperature, 2)],
     ['learning rate', p.lr === undefined ? '–' : Number(p.lr).toExponential(2)],
+    ['precision', (p.precision || 'fp32') + (t.fp32_accuracy === null ? '' :
+      ' (quantized after fine-tuning; ' + metric(t.fp32_accuracy) + ' before)')],
     ['trial time', fmt(t.seconds, 1) + ' s'],
   ];
   const full = t.full_finetune;

@@ -37,12 +37,14 @@ class Candidate:
     finetuned_epochs: int | None = None   # epochs of that full fine-tune (SearchResult.finetune)
     # `accuracy` is the study's metric: its name, direction, and whether it is a percentage
     metric: dict = field(default_factory=lambda: dict(ACCURACY), repr=False, compare=False)
+    precision: str = "fp32"  # "int8": the figures are the quantized graph's (export as onnx)
 
     def __str__(self) -> str:
         text = (f"trial {self.trial:>4}: {self.metric['name']} "
                 f"{show_metric(self.accuracy, self.metric):>7}  latency {self.latency_ms:7.2f} ms "
                 f"({self.speedup:4.2f}x)  memory {self.memory_mb:6.1f} MiB  params "
-                f"{self.params / 1e6:6.2f} M  MACs {self.macs / 1e6:7.1f} M  {self.config['criterion']}")
+                f"{self.params / 1e6:6.2f} M  MACs {self.macs / 1e6:7.1f} M  {self.config['criterion']}"
+                + ("  int8" if self.precision == "int8" else ""))
         if self.finetuned_epochs is not None:
             text += (f"  (fine-tuned {self.finetuned_epochs} epochs; brief "
                      f"{show_metric(self.brief_accuracy, self.metric)})")
@@ -66,7 +68,8 @@ def candidate_from_trial(trial: FrozenTrial, baseline_latency_ms: float,
                      macs=figures["macs"], config=record.config,
                      brief_accuracy=trial.values[0] if full else None,
                      finetuned_epochs=full["epochs"] if full else None,
-                     metric=dict(metric or ACCURACY))
+                     metric=dict(metric or ACCURACY),
+                     precision=(record.config or {}).get("precision", "fp32"))
 
 
 class SearchResult:
@@ -121,15 +124,17 @@ class SearchResult:
                    teacher=teacher)
 
     def best(self, max_latency_ms: float | None = None, max_memory_mb: float | None = None,
-             min_accuracy: float | None = None, max_params: int | None = None) -> Candidate:
+             min_accuracy: float | None = None, max_params: int | None = None,
+             precision: str | None = None) -> Candidate:
         """The front member with the best metric within the given limits. `min_accuracy`: the
         metric no worse than this (at least it when the study maximizes the metric, at most it
-        when it minimizes one, such as an error)."""
+        when it minimizes one, such as an error); `precision`: "fp32" or "int8" only."""
         limits = {"latency_ms": max_latency_ms, "memory_mb": max_memory_mb, "params": max_params}
         direction = self.metric["direction"]
 
         def fits(c: Candidate) -> bool:
             return (all(limit is None or getattr(c, key) <= limit for key, limit in limits.items())
+                    and (precision is None or c.precision == precision)
                     and (min_accuracy is None
                          or cost(c.accuracy, direction) <= cost(min_accuracy, direction)))
 
@@ -139,6 +144,8 @@ class SearchResult:
             if min_accuracy is not None:
                 asked += ((", " if asked else "") + f"{self.metric['name']} "
                           f"{'>=' if direction == MAXIMIZE else '<='} {min_accuracy}")
+            if precision is not None:
+                asked += (", " if asked else "") + f"precision {precision}"
             closest = "; ".join(f"trial {c.trial}: {self.shown(c.accuracy)} at "
                                 f"{c.latency_ms:.2f} ms, {c.memory_mb:.1f} MiB"
                                 for c in self.pareto[:5])
@@ -183,10 +190,23 @@ class SearchResult:
 
     def load(self, trial: int | Candidate, brief: bool = False) -> nn.Module:
         """The pruned, fine-tuned model of `trial`, rebuilt from the base model, in eval mode:
-        with its full fine-tune's weights when there is one, unless `brief`."""
+        with its full fine-tune's weights when there is one, unless `brief`. For an int8
+        trial these are its fp32 weights before quantization (`load_int8` runs the graph)."""
         number = trial.trial if isinstance(trial, Candidate) else int(trial)
         self._require_base_model()
         return load_checkpoint(self.checkpoint_path(number, brief), self.base_model)
+
+    def load_int8(self, trial: int | Candidate, threads: int = 1) -> nn.Module:
+        """An int8 trial's quantized graph in an ONNX Runtime session, called like a module
+        (runtime/quantize.py): the model its figures are of."""
+        from ..runtime.quantize import OnnxModule
+        from ..store.checkpoint import INT8_GRAPH_FILE
+
+        number = trial.trial if isinstance(trial, Candidate) else int(trial)
+        graph = self.checkpoint_path(number, brief=True) / INT8_GRAPH_FILE
+        if not graph.is_file():
+            raise InvalidInputError(f"trial {number} is not an int8 trial")
+        return OnnxModule(graph.read_bytes(), threads)
 
     def finetune(self, trial: int | Candidate, epochs: int, train: Iterable | None = None,
                  val: Iterable | None = None, lr: float | None = None,
@@ -213,6 +233,9 @@ class SearchResult:
 
         number = trial.trial if isinstance(trial, Candidate) else int(trial)
         frozen = self._finished_trial(number)
+        if (TrialRecord.of(frozen).config or {}).get("precision") == "int8":
+            raise InvalidInputError(f"trial {number} is int8: fine-tuning it fully would have to "
+                                    "quantize it again, which finetune() does not do yet")
         searched = self.data or (None, None)
         train = train if train is not None else searched[0]
         val = val if val is not None else searched[1]

@@ -3,14 +3,15 @@ quantized graph as a module a task can score.
 
 `quantize_int8` exports the (pruned, fine-tuned) model with `onnx_io.onnx_bytes`, calibrates
 activation ranges on a few training batches (min-max) and writes a QDQ graph with per-channel
-int8 weights and int8 activations, the format ONNX Runtime's CPU kernels (VNNI, AMX) run in
-integer arithmetic. `OnnxModule` runs such a graph in a session behind `nn.Module`'s call, so
+int8 weights and uint8 activations, the format ONNX Runtime's x86 CPU kernels (VNNI, AMX) run
+in integer arithmetic. `OnnxModule` runs such a graph in a session behind `nn.Module`'s call, so
 the int8 model's accuracy is measured by running it, with the same metric as any model.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -56,9 +57,17 @@ def quantize_int8(model: nn.Module, example_inputs: torch.Tensor,
     with tempfile.TemporaryDirectory() as work:
         fp32, int8 = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
         fp32.write_bytes(onnx_bytes(model, example_inputs))
-        quantize_static(str(fp32), str(int8), _Batches(calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        # Unsigned activations, signed weights (u8s8): ONNX Runtime's fast x86 integer kernels.
+        # Signed activations (s8s8) ran the digits-hard ResNet-18 at 0.53x the fp32 graph's
+        # speed on this project's CPU, u8s8 at 1.61x (onnxruntime 1.32, 2 threads, paired).
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # its advice to pre-process, printed on every call
+        try:
+            quantize_static(str(fp32), str(int8), _Batches(calibration),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(previous)
         return int8.read_bytes()
 
 

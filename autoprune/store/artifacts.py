@@ -16,8 +16,8 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial
 
 from ..errors import CheckpointError
-from .checkpoint import (ARCHITECTURE_FILE, WEIGHTS_FILE, inputs_from_spec, read_description,
-                         save_checkpoint)
+from .checkpoint import (ARCHITECTURE_FILE, INT8_GRAPH_FILE, WEIGHTS_FILE, inputs_from_spec,
+                         read_description, save_checkpoint)
 from .records import StudyRecord, TrialRecord, record_study, record_trial
 
 FILES = (WEIGHTS_FILE, ARCHITECTURE_FILE)
@@ -25,9 +25,10 @@ FILES = (WEIGHTS_FILE, ARCHITECTURE_FILE)
 
 def upload_checkpoint(trial: optuna.Trial, directory: Path, store) -> dict[str, str]:
     """Upload a checkpoint directory's files and record their ids on `trial`."""
+    names = FILES + ((INT8_GRAPH_FILE,) if (directory / INT8_GRAPH_FILE).is_file() else ())
     ids = {name: optuna.artifacts.upload_artifact(artifact_store=store, study_or_trial=trial,
                                                   file_path=str(directory / name))
-           for name in FILES}
+           for name in names}
     record_trial(trial, checkpoint_artifacts=ids)
     return ids
 

@@ -28,6 +28,7 @@ FORMAT = "autoprune.pruned-model"
 VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 ARCHITECTURE_FILE = "architecture.json"
+INT8_GRAPH_FILE = "model.int8.onnx"  # an int8 trial's quantized graph, as it was timed
 
 
 def input_spec(inputs: Any) -> Any:

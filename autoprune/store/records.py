@@ -52,6 +52,7 @@ class TrialRecord:
     screen_step: int | None = None
     stopped_early: str | None = None      # why its fine-tuning stopped there
     train_loss: float | None = None
+    fp32_accuracy: float | None = None    # an int8 trial's metric before quantization
     checkpoint_artifacts: dict | None = None  # file name -> artifact id in the store
     failure: str | None = None            # why it failed
     surplus: str | None = None            # why it did not run (the study's total was reached)

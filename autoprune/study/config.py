@@ -25,6 +25,7 @@ class TrialConfig:
     criterion: str
     distillation: Distillation
     lr: float
+    precision: str = "fp32"  # "int8": quantized after fine-tuning (runtime/quantize.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +64,8 @@ def _shifted_sparsity(space: SearchSpace, dimensions: list[PruningDimension],
     return sparsity
 
 
-NO_DISTILLATION = Distillation(alpha=0.0, temperature=1.0)  # what a user's train_step records
+NO_DISTILLATION = Distillation(alpha=0.0, temperature=1.0)
+PRECISION_PARAM = "precision"  # what a user's train_step records
 
 
 def suggest_config(trial: optuna.Trial, space: SearchSpace,
@@ -100,7 +102,9 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
                        trial.suggest_float("kd_temperature", *space.kd_temperature))
           if distillation else NO_DISTILLATION)
     lr = trial.suggest_float("lr", *space.lr, log=True)
-    return TrialConfig(sparsity, criterion, kd, lr)
+    precision = (trial.suggest_categorical(PRECISION_PARAM, list(space.precisions))
+                 if len(space.precisions) > 1 else space.precisions[0])
+    return TrialConfig(sparsity, criterion, kd, lr, precision)
 
 
 def _snap(value: float, low: float, high: float, step: float) -> float:
@@ -135,6 +139,8 @@ def reference_params(space: SearchSpace, dimensions: list[PruningDimension],
     params["kd_alpha"] = min(max(0.5, space.kd_alpha[0]), space.kd_alpha[1])
     params["kd_temperature"] = min(max(4.0, space.kd_temperature[0]), space.kd_temperature[1])
     params["lr"] = reference_lr(space)
+    if len(space.precisions) > 1:  # the references are what fp32 pruning alone gives
+        params[PRECISION_PARAM] = "fp32"
     return params
 
 
@@ -170,4 +176,5 @@ def config_from_params(params: dict[str, Any], dimensions: list[PruningDimension
         sparsity = {dim.name: params.get(f"{SPARSITY_PREFIX}{dim.name}",
                                          _sparsity_range(space, dim)[0]) for dim in dimensions}
     return TrialConfig(sparsity, params["criterion"],
-                       Distillation(params["kd_alpha"], params["kd_temperature"]), params["lr"])
+                       Distillation(params["kd_alpha"], params["kd_temperature"]), params["lr"],
+                       params.get(PRECISION_PARAM, space.precisions[0]))

@@ -29,6 +29,8 @@ class SearchOptions:
     # the last share of a time budget fine-tunes the front longer instead of sampling more
     # (promotion.py; None or 0: never); trials get the time before it
     promote_share: float | None = 0.5
+    # training batches whose activation ranges calibrate an int8 trial's quantization
+    calibration_batches: int = 8
 
     @property
     def block_seconds(self) -> float:
@@ -47,7 +49,7 @@ class SearchOptions:
             raise InvalidInputError(f"SearchOptions.promote_share must lie in [0, 1), "
                                     f"got {self.promote_share!r}")
         for name in ("final_rounds", "target_trials", "max_finetune_epochs", "latency_rounds",
-                     "latency_max_rounds", "calibration_points"):
+                     "latency_max_rounds", "calibration_points", "calibration_batches"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise InvalidInputError(f"SearchOptions.{name} must be a whole number of at "
                                         f"least 1, got {getattr(self, name)!r}")

@@ -31,6 +31,7 @@ from ..pruning.grouping import check_prunable
 from ..results.pareto import FrontTracker
 from ..results.result import SearchResult
 from ..runtime.evaluate import top1_accuracy
+from ..runtime.quantize import calibration_inputs
 from ..runtime.task import (MAXIMIZE, Task, check_direction, check_task, classification_task,
                             user_task)
 from ..runtime.measure import Measurement, interleaved_against_reference
@@ -493,7 +494,8 @@ def search(
         timing_target = get_target(target, device, threads)
         metric, loss_fn = metric or top1_accuracy, loss or F.cross_entropy
         ignored_layers = [ignored_layers] if isinstance(ignored_layers, str) else ignored_layers
-        space = resolve_search_space(model, search_space)
+        space = resolve_search_space(model, search_space).for_target(
+            timing_target.name, timing_target.precisions)
         # 2. prepare: the model set up for pruning, checked by pruning it once
         prepared = _prepare(model, train, val, space, ignored_layers, device, metric, loss_fn,
                             task, user, timing_target, example_inputs)
@@ -537,7 +539,9 @@ def search(
             gradient_batches=_gradient_batches(train, device, options),
             latency_rounds=options.latency_rounds, block_seconds=options.block_seconds,
             latency_max_rounds=options.latency_max_rounds,
-            early_stop_margin=early_stop_margin, save_dominated=keep_checkpoints == "all")
+            early_stop_margin=early_stop_margin, save_dominated=keep_checkpoints == "all",
+            calibration=(calibration_inputs(train, options.calibration_batches)
+                         if "int8" in space.precisions else []))
         _run(session, prepared, context, parsed_budget, keep_checkpoints, write_report, started,
              options)
         # 7. finish: re-time the front, report

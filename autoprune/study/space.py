@@ -28,6 +28,7 @@ SEARCH_SPACES_DIR = _search_spaces_dir()
 DEFAULT_FILE = "default.yaml"
 SPARSITY_KINDS = ("stream", "inner", "heads")
 OPTIMIZERS = ("sgd", "adamw")
+PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,35 @@ class SearchSpace:
     optimizer: str = "adamw"
     uniform_ratios: tuple[float, ...] = ()
     warm_starts: tuple[dict[str, float], ...] = ()
+    precisions: tuple[str, ...] = ("fp32",)  # numeric precisions a trial may choose
+    precision_requested: bool = False  # the chosen file names them (not only default.yaml)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The fields that change what trials mean (not where the file lies)."""
+        """The fields that change what trials mean (not where the file lies). fp32 alone is
+        left out, so studies from before precision was searched resume."""
         data = self.to_dict()
         data.pop("source")
+        data.pop("precision_requested")
+        if data["precisions"] == ("fp32",):
+            data.pop("precisions")
         return data
+
+    def for_target(self, target_name: str, runnable: tuple[str, ...]) -> "SearchSpace":
+        """The space restricted to the precisions the timing target can run (`runnable`).
+        The default file's int8 is dropped quietly on a target without it; int8 the chosen
+        file asks for is refused before any work."""
+        missing = [p for p in self.precisions if p not in runnable]
+        if missing and self.precision_requested:
+            raise SearchSpaceError(f"{self.source}: precision {', '.join(missing)} cannot run on "
+                                   f"target {target_name!r} (it runs {', '.join(runnable)}); "
+                                   "use --target onnxruntime, or drop it from the file")
+        kept = tuple(p for p in self.precisions if p in runnable)
+        if not kept:
+            raise SearchSpaceError(f"{self.source}: no precision target {target_name!r} runs")
+        return replace(self, precisions=kept)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -131,7 +152,7 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
 
     read = _Reader(data, path)
     known = {"family", "matches", "grouping", "sparsity", "criteria", "distillation", "finetune",
-             "uniform_ratios", "warm_starts"}
+             "uniform_ratios", "warm_starts", "precision"}
     for key in data:
         if key not in known:
             read.fail(key, f"is not a known field (known: {', '.join(sorted(known))})")
@@ -191,6 +212,11 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
     optimizer = read.get("finetune.optimizer")
     if optimizer not in OPTIMIZERS:
         read.fail("finetune.optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    precisions = read.strings("precision") if "precision" in data else ("fp32",)
+    if not precisions or len(set(precisions)) != len(precisions) or any(
+            p not in PRECISIONS for p in precisions):
+        read.fail("precision", f"must be a list of distinct precisions among "
+                               f"{', '.join(PRECISIONS)}, got {list(precisions)!r}")
     return SearchSpace(
         family=family, source=str(path), matches=matches, stage_pattern=stage_pattern,
         max_dimensions=max_dimensions, round_to=round_to, ignored_layers=ignored,
@@ -200,6 +226,7 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
         lr=lr, optimizer=optimizer, uniform_ratios=uniform_ratios,
         warm_starts=tuple({kind: float(ratio) for kind, ratio in start.items()}
                           for start in warm_starts),
+        precisions=tuple(precisions),
     )
 
 
@@ -208,9 +235,11 @@ def load_search_space(path: str | Path, directory: Path = SEARCH_SPACES_DIR) -> 
     path = Path(path)
     data = _read_yaml(path)
     default_path = directory / DEFAULT_FILE
+    requested = False
     if path.resolve() != default_path.resolve():
+        requested = "precision" in data
         data = _merge(_read_yaml(default_path), data)
-    return parse_search_space(data, path)
+    return replace(parse_search_space(data, path), precision_requested=requested)
 
 
 def model_identifiers(model) -> list[str]:

@@ -32,9 +32,11 @@ from ..results.pareto import is_feasible
 from ..runtime.finetune import Distillation, finetune
 from ..runtime.latency_model import LatencyModel
 from ..runtime.measure import Measurement, PairedLatency, measure_cost, paired_latency
+from ..runtime.quantize import OnnxModule, quantize_int8
 from ..runtime.task import MAXIMIZE, Task, cost, scored, worst_value
 from ..store.artifacts import local_checkpoint, upload_checkpoint
-from ..store.checkpoint import load_checkpoint, read_description, save_checkpoint
+from ..store.checkpoint import (INT8_GRAPH_FILE, load_checkpoint, read_description,
+                                save_checkpoint)
 from ..store.records import TrialRecord, objective_values, record_seconds, record_trial
 from ..targets.base import Target
 from .config import suggest_config
@@ -65,6 +67,7 @@ class TrialContext:
     early_stop_margin: float | None = None  # None: every trial fine-tunes to the end
     prediction_margin: float = 0.15  # how wrong the latency model may be (see _worth_timing)
     save_dominated: bool = False     # keep_checkpoints="all": save trials never timed too
+    calibration: list = field(default_factory=list)  # input batches calibrating int8
 
     def gradient_loss(self, model, batch):
         """The loss whose gradients rank channels (Taylor): the task's, without distillation
@@ -121,20 +124,40 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     start = clock()
     accuracy = screened.screen_accuracy if screened.stopped_early else scored(
         ctx.task, pruned.model, device)
+    deployed, int8_graph = pruned.model, None
+    if config.precision == "int8":  # the model that counts is the quantized one
+        deployed, accuracy = _quantized(trial, ctx, pruned.model, accuracy)
+        int8_graph, figures = deployed.graph, _int8_memory(figures)
     record_seconds(trial, "evaluate", clock() - start)
     _record_accuracy_limits(trial, ctx, accuracy)
 
-    if not _worth_timing(trial.study, accuracy, figures, ctx.prediction_margin,
-                         ctx.task.direction):
+    # An int8 model is always timed: the latency model predicts fp32.
+    if int8_graph is None and not _worth_timing(trial.study, accuracy, figures,
+                                                ctx.prediction_margin, ctx.task.direction):
         record_trial(trial, latency_source="predicted: a measured trial dominates it even "
                                            f"{ctx.prediction_margin:.0%} faster than predicted")
         _record_hard_limits(trial, ctx, figures)
         if not ctx.save_dominated:
             return objective_values(accuracy, figures)
     else:
-        figures = _timed(trial, ctx, pruned.model, figures)
-    _save(trial, ctx, pruned.model, pruned.history, config, figures, accuracy)
+        figures = _timed(trial, ctx, deployed, figures)
+    _save(trial, ctx, pruned.model, pruned.history, config, figures, accuracy, int8_graph)
     return objective_values(accuracy, figures)
+
+
+def _quantized(trial: optuna.Trial, ctx: TrialContext, model, fp32_accuracy: float):
+    """The fine-tuned model quantized to int8 (runtime/quantize.py), and its own metric."""
+    graph = quantize_int8(model, ctx.prepared.example_inputs, ctx.calibration)
+    int8 = OnnxModule(graph, ctx.target.threads)
+    accuracy = scored(ctx.task, int8, ctx.prepared.device)
+    record_trial(trial, fp32_accuracy=fp32_accuracy)
+    return int8, accuracy
+
+
+def _int8_memory(figures: Measurement) -> Measurement:
+    """Memory with int8 weights: a quarter of fp32's bytes per parameter (activations are
+    still counted as fp32: an upper bound)."""
+    return replace(figures, memory_mb=figures.memory_mb - 3 * figures.params / 2 ** 20)
 
 
 def _timed(trial: optuna.Trial, ctx: TrialContext, model, figures: Measurement) -> Measurement:
@@ -155,14 +178,17 @@ def _timed(trial: optuna.Trial, ctx: TrialContext, model, figures: Measurement) 
 
 
 def _save(trial: optuna.Trial, ctx: TrialContext, model, history: list, config,
-          figures: Measurement, accuracy: float) -> None:
-    """Write the trial's checkpoint to the artifact store (see store/artifacts.py)."""
+          figures: Measurement, accuracy: float, int8_graph: bytes | None = None) -> None:
+    """Write the trial's checkpoint to the artifact store (see store/artifacts.py): the fp32
+    weights, and an int8 trial's quantized graph beside them."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="autoprune-trial-") as staging:
         save_checkpoint(staging, model, ctx.prepared.model, history,
                         ctx.prepared.example_inputs,
                         extra={"trial": trial.number, "config": config.to_dict(),
                                "measurement": figures.to_dict(), "accuracy": accuracy})
+        if int8_graph is not None:
+            (Path(staging) / INT8_GRAPH_FILE).write_bytes(int8_graph)
         upload_checkpoint(trial, Path(staging), ctx.artifact_store)
     record_seconds(trial, "save", time.perf_counter() - start)
 
@@ -204,13 +230,17 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
 
     start = clock()
     accuracy = scored(ctx.task, model, ctx.prepared.device)
+    deployed, int8_graph = model, None
+    if config.precision == "int8":  # quantized again from the longer-trained weights
+        deployed, accuracy = _quantized(trial, ctx, model, accuracy)
+        int8_graph = deployed.graph
     record_seconds(trial, "evaluate", clock() - start)
     _record_accuracy_limits(trial, ctx, accuracy)
     if known.latency_source == "paired":
         _record_hard_limits(trial, ctx, figures)
     else:
-        figures = _timed(trial, ctx, model, figures)
-    _save(trial, ctx, model, history, config, figures, accuracy)
+        figures = _timed(trial, ctx, deployed, figures)
+    _save(trial, ctx, model, history, config, figures, accuracy, int8_graph)
     return objective_values(accuracy, figures)
 
 

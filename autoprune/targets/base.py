@@ -27,6 +27,7 @@ class Target:
     name = "abstract"
     description = ""
     device_type = "cpu"  # the torch device type it runs on
+    precisions: tuple[str, ...] = ("fp32",)  # what it can time (search-space `precision`)
 
     @classmethod
     def create(cls, device: torch.device, threads: int) -> "Target":

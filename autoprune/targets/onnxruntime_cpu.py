@@ -25,6 +25,7 @@ class OnnxRuntimeCPU(Target):
     name = "onnxruntime"
     description = "ONNX Runtime on the CPU"
     device_type = "cpu"
+    precisions = ("fp32", "int8")  # int8: static quantization, runtime/quantize.py
 
     @classmethod
     def create(cls, device: torch.device, threads: int) -> "OnnxRuntimeCPU":
