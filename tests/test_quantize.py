@@ -38,6 +38,26 @@ def test_an_int8_graph_is_qdq_with_int8_weights_and_tracks_the_model():
     assert 0.0 <= evaluate(int8, val, "cpu") <= 1.0
 
 
+def test_quantizing_leaves_the_root_logger_alone():
+    """ONNX Runtime's quantizer calls logging.warning, which once configured the root logger
+    and doubled every progress line of the search."""
+    import logging
+
+    train, val = tiny_data()
+    root = logging.getLogger()
+    handlers = list(root.handlers)  # pytest's own: without them basicConfig would act
+    for handler in handlers:
+        root.removeHandler(handler)
+    try:
+        quantize_int8(TinyResNet().eval(), next(iter(val))[0], calibration_inputs(train, 1))
+        assert root.handlers == []
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+
+
 def test_the_onnxruntime_target_times_an_int8_graph_as_it_is(monkeypatch):
     train, val = tiny_data()
     model = TinyResNet().eval()

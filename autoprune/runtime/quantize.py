@@ -10,6 +10,7 @@ the int8 model's accuracy is measured by running it, with the same metric as any
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import tempfile
@@ -48,6 +49,23 @@ def calibration_inputs(train: Iterable, batches: int) -> list[np.ndarray]:
     return arrays
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """ONNX Runtime's quantizer advises pre-processing on every call with `logging.warning`,
+    which also configures the root logger when it has no handler: from then on every
+    `autoprune` message was printed twice. A handler that drops everything is the root's for
+    the call, and warnings are off."""
+    root, guard = logging.getLogger(), logging.NullHandler()
+    previous = logging.root.manager.disable
+    root.addHandler(guard)
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+        root.removeHandler(guard)
+
+
 def quantize_int8(model: nn.Module, example_inputs: torch.Tensor,
                   calibration: list[np.ndarray]) -> bytes:
     """The int8 QDQ graph of `model` (per-channel weights, min-max calibrated activations)."""
@@ -60,14 +78,10 @@ def quantize_int8(model: nn.Module, example_inputs: torch.Tensor,
         # Unsigned activations, signed weights (u8s8): ONNX Runtime's fast x86 integer kernels.
         # Signed activations (s8s8) ran the digits-hard ResNet-18 at 0.53x the fp32 graph's
         # speed on this project's CPU, u8s8 at 1.61x (onnxruntime 1.32, 2 threads, paired).
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)  # its advice to pre-process, printed on every call
-        try:
+        with _quiet_root_logger():
             quantize_static(str(fp32), str(int8), _Batches(calibration),
                             quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        finally:
-            logging.disable(previous)
         return int8.read_bytes()
 
 

@@ -122,7 +122,8 @@ class Progress:
             what = ("not fine-tuned" if skipped else
                     f"{_short(metric)} {show_metric(trial.values[0], metric):>6}") + \
                 f" | {trial.values[1]:6.2f} ms {timed}" \
-                f" | {trial.values[2]:5.1f} MiB | {trial.params.get('criterion')}"
+                f" | {trial.values[2]:5.1f} MiB | {trial.params.get('criterion')}" + \
+                (" int8" if (record.config or {}).get("precision") == "int8" else "")
             if skipped:
                 what += f" | {skipped}"
             if record.stopped_early:
