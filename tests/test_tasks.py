@@ -198,3 +198,18 @@ def test_a_pick_is_fine_tuned_with_the_users_task_in_its_direction(tmp_path, tra
     with pytest.raises(InvalidInputError, match="ranks models by its own rmse: pass evaluate="):
         stored.finetune(pick, epochs=1, train=train)
     stored.finetune(pick, epochs=1, train=train, evaluate=rmse, distill=distill, restart=True)
+
+
+def test_checking_the_task_leaves_the_users_model_as_it_was():
+    """The loss check runs a training-mode forward pass, which updates BatchNorm statistics:
+    it must run on a copy, or the unpruned model's figures shift before the search starts."""
+    from autoprune.runtime.task import check_task, user_task
+    from tiny_models import TinyResNet, tiny_data
+
+    train, _ = tiny_data()
+    model = TinyResNet().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task = user_task(lambda m: 0.5, distill=lambda out, teacher, batch: F.cross_entropy(out, batch[1]))
+    check_task(task, model, next(iter(train)), "cpu", {"score": "evaluate", "loss": "distill"})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training

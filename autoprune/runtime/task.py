@@ -11,6 +11,7 @@ direction.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -74,7 +75,7 @@ def classification_task(val: Iterable, device, metric: Callable | None = None,
     top1 = metric is top1_accuracy
     return Task(score=lambda model: evaluate(model, val, device, metric),
                 loss=classification_loss(loss_fn or F.cross_entropy),
-                metric_name="accuracy" if top1 else getattr(metric, "__name__", "metric"),
+                metric_name="accuracy" if top1 else _name_of(metric),
                 percent=top1, builtin_top1=top1)
 
 
@@ -134,7 +135,7 @@ def show_metric(value: float | None, metric: dict, digits: int = 2) -> str:
 
 
 def _name_of(evaluate_fn: Callable) -> str:
-    """The metric's name: the evaluate function's (`rmse`, `mean_iou`), 'metric' for a lambda."""
+    """The metric's name: its function's (`rmse`, `miou`), 'metric' for a lambda."""
     name = getattr(evaluate_fn, "__name__", "")
     return name if name.isidentifier() else "metric"
 
@@ -155,11 +156,13 @@ def scored(task: Task, model: nn.Module, device) -> float:
     return value
 
 
-def check_task(task: Task, model: nn.Module, teacher: nn.Module, batch: Any, device,
+def check_task(task: Task, model: nn.Module, batch: Any, device,
                names: dict[str, str]) -> float:
     """Run the task once on the unpruned model before any work: its score must be a finite
-    number and its loss a finite scalar tensor with a gradient. `names` says which of the
-    user's callables each part is, for the message. Returns the unpruned score."""
+    number and its loss a finite scalar tensor with a gradient. The loss runs on a copy in
+    training mode (a forward pass there updates BatchNorm statistics), `model` the teacher.
+    `names` says which of the user's callables each part is, for the message. Returns the
+    unpruned score."""
     try:
         value = scored(task, model, device)
     except TrialFailure as err:
@@ -167,14 +170,12 @@ def check_task(task: Task, model: nn.Module, teacher: nn.Module, batch: Any, dev
     except Exception as err:
         raise InvalidInputError(f"{names['score']} fails on the unpruned model "
                                 f"({type(err).__name__}: {err})") from err
-    model.train()
+    student = copy.deepcopy(model).train()
     try:
-        loss = task.loss(model, teacher, batch, Distillation())
+        loss = task.loss(student, model.eval(), batch, Distillation())
     except Exception as err:
         raise InvalidInputError(f"{names['loss']} fails on the first training batch "
                                 f"({type(err).__name__}: {err})") from err
-    finally:
-        model.eval()
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.is_floating_point():
         shown = (f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor)
                  else f"a {type(loss).__name__}")

@@ -9,7 +9,6 @@ the study goes on.
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import logging
 import time
@@ -183,8 +182,7 @@ def _prepare(model: nn.Module, train: Iterable, val: Iterable | None, space: Sea
     else:
         inputs = example_inputs if example_inputs is not None else _first_inputs(train, val)
         _check_inputs_run(converted, to_device(inputs, device))
-        check_task(task, converted, copy.deepcopy(converted), to_device(any_batch(train, "train"),
-                                                                       device), device, user)
+        check_task(task, converted, to_device(any_batch(train, "train"), device), device, user)
     inputs = example_inputs if example_inputs is not None else inputs
     target.check(converted, inputs)  # e.g. ONNX Runtime: one tensor input
     prepared = PreparedModel.build(converted, inputs, space, ignored_layers, device)
