@@ -153,10 +153,8 @@ def _importance(trials: list[FrozenTrial], metric: dict) -> dict[str, dict[str, 
     Only fine-tuned, completed trials count (a skipped trial's accuracy is not a result).
     """
     usable = [t for t in trials if t.state == TrialState.COMPLETE
-              and not TrialRecord.of(t).skipped_finetune]
-    if len(usable) < 4:
-        return {}
-    usable = [t for t in usable if all(math.isfinite(v) for v in t.values)]
+              and not TrialRecord.of(t).skipped_finetune
+              and all(math.isfinite(v) for v in t.values)]
     if len(usable) < 4:
         return {}
     directions = [metric["direction"], *DIRECTIONS[1:]]

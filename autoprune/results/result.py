@@ -96,6 +96,8 @@ class SearchResult:
         record = StudyRecord.of(self.study)
         self.baseline = record.baseline
         self.finetuned = record.finetuned or {}
+        # the metric the study ranks by: its name, direction and whether it is a percentage
+        self.metric: dict = metric_of(self.study)
         self.pareto: list[Candidate] = sorted(
             (candidate_from_trial(t, self.baseline["latency_ms"], record.final_latency_ms,
                                   self.finetuned, self.metric) for t in front_trials(self.study)),
@@ -152,11 +154,6 @@ class SearchResult:
             raise NoCandidateError(f"no model on the front meets {asked or 'the limits'}; "
                                    f"the front has {closest or 'no model yet'}")
         return min(fitting, key=lambda c: (cost(c.accuracy, direction), c.latency_ms))
-
-    @property
-    def metric(self) -> dict:
-        """The metric the study ranks by: its name, direction and whether it is a percentage."""
-        return metric_of(self.study)
 
     def shown(self, value: float) -> str:
         """A metric value as the report and messages show it."""
@@ -243,7 +240,7 @@ class SearchResult:
         if evaluate is not None:
             task = user_task(evaluate, self.metric["direction"], train_step, distill,
                              self.metric["name"])
-        own_evaluation = task is not None and not task.builtin_top1
+        own_evaluation = task is not None and not task.top1
         if not own_evaluation and self.metric != ACCURACY:
             raise InvalidInputError(f"this study ranks models by its own {self.metric['name']}: "
                                     "pass evaluate= (and train_step= or distill=, as searched)")

@@ -15,7 +15,7 @@ import itertools
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -97,6 +97,3 @@ class OnnxModule(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         outputs = self._session.run(None, {"input": inputs.detach().cpu().float().numpy()})
         return torch.from_numpy(outputs[0])
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> "OnnxModule":  # sessions do not copy
-        return OnnxModule(self.graph, self._session.get_session_options().intra_op_num_threads)

@@ -58,13 +58,12 @@ class Task:
     loss: Callable[[nn.Module, nn.Module, Any, Distillation], torch.Tensor]
     direction: str = MAXIMIZE
     metric_name: str = "accuracy"
-    percent: bool = True  # shown as a percentage (a share of examples, like top-1)
+    top1: bool = True  # top-1 accuracy: shown as a percentage, its chance level sets a floor
     searches_distillation: bool = True
-    builtin_top1: bool = True  # top-1 accuracy: a chance level gives the default floor
 
     def describe(self) -> dict:
         """What the study records, so a report or a resumed study reads the metric right."""
-        return {"name": self.metric_name, "direction": self.direction, "percent": self.percent}
+        return {"name": self.metric_name, "direction": self.direction, "percent": self.top1}
 
 
 def classification_task(val: Iterable, device, metric: Callable | None = None,
@@ -76,7 +75,7 @@ def classification_task(val: Iterable, device, metric: Callable | None = None,
     return Task(score=lambda model: evaluate(model, val, device, metric),
                 loss=classification_loss(loss_fn or F.cross_entropy),
                 metric_name="accuracy" if top1 else _name_of(metric),
-                percent=top1, builtin_top1=top1)
+                top1=top1)
 
 
 def user_task(evaluate_fn: Callable[[nn.Module], float], direction: str = MAXIMIZE,
@@ -113,8 +112,7 @@ def user_task(evaluate_fn: Callable[[nn.Module], float], direction: str = MAXIMI
 
     return Task(score=score, loss=loss, direction=direction,
                 metric_name=metric_name or _name_of(evaluate_fn),
-                percent=False, searches_distillation=train_step is None and distill is None,
-                builtin_top1=False)
+                top1=False, searches_distillation=train_step is None and distill is None)
 
 
 ACCURACY = {"name": "accuracy", "direction": MAXIMIZE, "percent": True}

@@ -519,7 +519,7 @@ def search(
                                             options.latency_max_rounds)
         baseline = settled_reference(session.study, baseline, latency_model)
         trial_constraints = _with_accuracy_floor(parsed_constraints, prepared, baseline,
-                                                 task.builtin_top1,
+                                                 task.top1,
                                                  options.front_floor_share)
         recorded = StudyRecord.of(session.study).settings or {}
         if trial_constraints.get(ACCURACY_FLOOR) and "accuracy_floor" not in recorded:
