@@ -232,6 +232,9 @@ def _bench_options(bench: argparse.ArgumentParser) -> None:
                             "model's selection accuracy are offered by no method (autoprune's "
                             "default front floor, applied to all); 'off': no floor")
     bench.add_argument("--device", default="cpu")
+    bench.add_argument("--target", help="where every model is timed and the searches search "
+                                        "(default: PyTorch eager on the device); onnxruntime "
+                                        "adds the int8 methods")
     bench.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     bench.add_argument("--name", help="results go to <output-dir>/benchmarks/NAME "
                                       "(default: <model>-<device>)")
@@ -519,7 +522,8 @@ def bench_command(args) -> int:
 
     import torch
 
-    from .bench.run import METHODS, BenchSetup, run_bench
+    from .bench.run import INT8_METHODS, METHODS, BenchSetup, run_bench
+    from .targets import TARGETS
     from .integrations.bundled_data import bundled_loaders, describe
     from .runtime.model_io import resolve_device
     from .study.budget import parse_budget
@@ -537,6 +541,11 @@ def bench_command(args) -> int:
         raise InvalidInputError(f"--methods {args.methods!r}: choose from {', '.join(METHODS)} "
                                 "(none only with --latency-check)")
     budget = parse_budget(args.budget, None).seconds
+    int8_methods = [m for m in methods if m in INT8_METHODS]
+    target_class = TARGETS.get(args.target)
+    if int8_methods and (target_class is None or "int8" not in target_class.precisions):
+        raise InvalidInputError(f"--methods {','.join(int8_methods)} quantizes to int8: it needs "
+                                f"a --target that runs int8 (onnxruntime), not {args.target}")
     if args.repeats < 1:
         raise InvalidInputError(f"--repeats must be at least 1, got {args.repeats}")
     train, held_out = bundled_loaders(args.data, batch_size=args.batch_size)  # the model's split
@@ -548,6 +557,7 @@ def bench_command(args) -> int:
                        output_dir=Path(args.output_dir) / "benchmarks" / name, seed=args.seed,
                        early_stop_margin=args.early_stop_margin, equal_budget=args.equal_budget,
                        floor_share=args.front_floor_share, promote_share=args.promote_share,
+                       target=args.target,
                        data=describe(args.data, train.dataset, held_out.dataset))
     results = run_bench(setup, methods, command="autoprune " + shlex.join(args.argv),
                         repeats=args.repeats, latency_check=checks,
@@ -567,7 +577,7 @@ def _print_bench_table(results: dict) -> None:
     speedups = list(next(iter(methods.values()))["picked_at_speedup"])
     print(f"test accuracy of the model picked on the selection split, mean of "
           f"{results['repeats']} repeat(s); HV = hypervolume")
-    print(f"{'method':<10} {'HV':>7} " + " ".join(f"{k:>7}" for k in speedups)
+    print(f"{'method':<14} {'HV':>7} " + " ".join(f"{k:>7}" for k in speedups)
           + "  speedup/MACs  overhead  to-uniform-HV  trial~final  pred|err|  pred+-10%")
 
     def percent(figure, width):
@@ -576,7 +586,7 @@ def _print_bench_table(results: dict) -> None:
     for method, s in methods.items():
         cells = " ".join("      –" if v is None else f"{100 * v['mean']:6.2f}%"
                          for v in s["picked_at_speedup"].values())
-        print(f"{method:<10} {s['hypervolume']['mean']:7.4f} {cells}  "
+        print(f"{method:<14} {s['hypervolume']['mean']:7.4f} {cells}  "
               f"{s['speedup_per_mac_reduction_median']['mean']:11.2f}"
               f"  {percent(s['overhead_share'], 8)}"
               f"  {percent(s.get('budget_to_uniform_hypervolume'), 8)}"

@@ -188,3 +188,76 @@ def test_a_committed_run_s_comparison_page_is_rebuilt_from_its_results(tmp_path)
     page = (tmp_path / "page.html").read_text()
     assert page.count("Plotly.newPlot") == 3 and "<script src" not in page  # one per repeat
     assert rebuild([]) == 2
+
+
+def test_int8_figures_compare_each_int8_model_with_its_fp32_twin():
+    def int8(label, latency_ms, accuracy, fp32_latency_ms, fp32_accuracy, select=0.9):
+        model = _model(label, latency_ms, select, accuracy)
+        model.method, model.precision, model.macs = "uniform-int8", "int8", 1
+        model.fp32_latency_ms, model.fp32_accuracy = fp32_latency_ms, fp32_accuracy
+        return model
+
+    base = _model("unpruned", 10.0, 0.99, 0.99)
+    base.macs = 4
+    models = [int8("a", 4.0, 0.90, 6.0, 0.91), int8("b", 2.0, 0.80, 2.0, 0.80, 0.8),
+              int8("c", 1.0, 0.70, 3.0, 0.75, 0.7)]
+    figures = summarise(models, base)["uniform-int8"]
+    assert figures["int8_models"] == 3 and figures["offered_int8"] == 3
+    assert figures["int8_speedup_over_fp32_median"] == pytest.approx(1.5)  # of 1.5, 1.0, 3.0
+    assert figures["int8_accuracy_cost_median"] == pytest.approx(0.01)   # of 0.01, 0.0, 0.05
+    # a repeat without int8 models (a search may offer none) is left out of the spread
+    fp32 = _model("d", 5.0, 0.9, 0.9)
+    fp32.macs = 2
+    fp32_only = summarise([fp32], base)["autoprune"]
+    assert fp32_only["int8_models"] == 0 and fp32_only["int8_speedup_over_fp32_median"] is None
+    joint = summarise([replace_method(m, "autoprune") for m in models], base)["autoprune"]
+    merged = aggregate([{"methods": {"autoprune": joint}},
+                        {"methods": {"autoprune": fp32_only}}])["autoprune"]
+    assert merged["repeats_with_int8"] == 1
+    assert merged["int8_speedup_over_fp32_median"]["mean"] == pytest.approx(1.5)
+
+
+def replace_method(model, method):
+    from dataclasses import replace
+    return replace(model, method=method)
+
+
+def test_int8_methods_are_refused_on_a_target_without_int8_before_any_model_is_loaded(
+        tmp_path, capsys):
+    code = main(["bench", "--model", str(tmp_path / "missing.safetensors"),
+                 "--methods", "uniform,uniform-int8", "--output-dir", str(tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "uniform-int8" in error and "onnxruntime" in error
+    assert not (tmp_path / "benchmarks").exists()
+
+
+def test_uniform_int8_quantizes_each_sweep_point_and_times_it_beside_its_fp32_twin(tmp_path):
+    """On the ONNX Runtime target, each uniform model's int8 graph is scored by running it and
+    timed with the fp32 model it came from."""
+    pytest.importorskip("onnxruntime")
+    narrow = {"channels": [16, 32, 64, 128], "stem_width": 16}
+    model = timm.create_model("resnet18", num_classes=10, **narrow)
+    checkpoint = save_named_checkpoint(model.eval(), "resnet18", 10, tmp_path / "tiny.safetensors",
+                                      {"timm_kwargs": narrow})
+    code = main(["bench", "--model", str(checkpoint), "--target", "onnxruntime",
+                 "--methods", "uniform,uniform-int8", "--finetune-steps", "2", "--no-equal-budget",
+                 "--ratios", "0.3,0.6", "--threads", "1", "--output-dir", str(tmp_path),
+                 "--name", "ort", "--front-floor-share", "off"])
+    assert code == 0
+    results = json.loads((tmp_path / "benchmarks" / "ort" / "results.json").read_text())
+    assert results["target"] == "onnxruntime"
+    run = results["runs"][0]
+    uniform = {m["label"]: m for m in run["models"] if m["method"] == "uniform"}
+    quantized = {m["label"]: m for m in run["models"] if m["method"] == "uniform-int8"}
+    assert sorted(quantized) == ["uniform-int8 0.3", "uniform-int8 0.6"]
+    for label, model in quantized.items():
+        twin = uniform[label.replace("uniform-int8", "uniform")]
+        assert model["precision"] == "int8" and twin["precision"] == "fp32"
+        assert model["macs"] == twin["macs"]              # the same pruned architecture
+        assert model["fp32_accuracy"] == twin["accuracy"]  # its twin, scored alike
+        assert model["fp32_latency_ms"] > 0 and model["latency_ms"] > 0
+    summary = run["methods"]["uniform-int8"]
+    assert summary["int8_models"] == 2 and summary["int8_speedup_over_fp32_median"] > 0
+    assert "uniform" in run["methods"] and "int8_speedup_over_fp32_median" in run["methods"]["uniform"]
+    assert run["methods"]["uniform"]["int8_models"] == 0

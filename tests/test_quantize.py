@@ -141,3 +141,60 @@ def test_int8_asked_for_on_a_target_that_cannot_run_it_is_refused_before_any_wor
         autoprune.search(TinyResNet(), trials=1, train=train, val=val,
                          search_space=int8_space(tmp_path), output_dir=tmp_path, verbose=False)
     assert not list(tmp_path.rglob("study.db"))
+
+
+def test_a_time_budgeted_search_tries_each_fp32_front_member_in_int8(tmp_path):
+    """An int8 twin quantizes a finished fp32 trial's weights: no pruning or fine-tuning of
+    its own, scored by running the int8 graph, timed, and judged on the front."""
+    from dataclasses import replace
+
+    import autoprune
+    from autoprune.results.report import report_data
+    from autoprune.store.records import TrialRecord
+    from tiny_models import QUICK
+
+    train, val = tiny_data()
+    result = autoprune.search(TinyResNet(), budget=15, train=train, val=val, target="onnxruntime",
+                              search_space=int8_space(tmp_path, "[fp32, int8]"),
+                              output_dir=tmp_path, finetune_steps=2, threads=1, verbose=False,
+                              study_name="s", seed=0, options=replace(QUICK, promote_share=None))
+    trials = result.study.trials
+    twins = [t for t in trials if TrialRecord.of(t).quantizes is not None
+             and t.state.name == "COMPLETE"]
+    assert twins, "no fp32 front member was tried in int8"
+    for twin in twins:
+        record = TrialRecord.of(twin)
+        member = trials[record.quantizes]
+        known = TrialRecord.of(member)
+        assert known.config["precision"] == "fp32" and record.config["precision"] == "int8"
+        assert {**member.params, "precision": "int8"} == twin.params
+        assert "finetune" not in record.seconds  # seconds, not a trial's fine-tuning
+        assert record.finetuned_steps == known.finetuned_steps
+        assert record.fp32_accuracy == member.values[0]
+        assert record.latency_source == "paired"  # the int8 graph itself was timed
+        assert twin.values[2] < member.values[2]  # int8 weights: less memory
+    # each member is twinned once, however many times the front was looked at
+    members = [TrialRecord.of(t).quantizes for t in trials if TrialRecord.of(t).quantizes is not None]
+    assert len(members) == len(set(members))
+    on_front = [c for c in result.pareto if TrialRecord.of(trials[c.trial]).quantizes is not None]
+    for candidate in on_front:  # a twin on the front is the graph it was scored as
+        assert evaluate(result.load_int8(candidate), val, "cpu") == pytest.approx(candidate.accuracy)
+    rows = {row.number: row for row in report_data(result.study).rows}
+    assert "quantized to int8" in rows[twins[0].number].note
+
+
+def test_no_twins_when_switched_off_or_int8_is_not_searched(tmp_path):
+    from dataclasses import replace
+
+    import autoprune
+    from autoprune.store.records import TrialRecord
+    from tiny_models import QUICK
+
+    train, val = tiny_data()
+    for name, precisions, twins in (("off", "[fp32, int8]", False), ("fp32", "[fp32]", True)):
+        result = autoprune.search(TinyResNet(), budget=8, train=train, val=val,
+                                  target="onnxruntime", output_dir=tmp_path, study_name=name,
+                                  search_space=int8_space(tmp_path, precisions),
+                                  finetune_steps=2, threads=1, verbose=False,
+                                  options=replace(QUICK, promote_share=None, int8_twins=twins))
+        assert all(TrialRecord.of(t).quantizes is None for t in result.study.trials)

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLOURS = {"uniform": "#7f7f7f", "global": "#bcbd22", "random": "#17becf",
-           "fastnas": "#d62728", "autoprune": "#1f77b4"}
+COLOURS = {"uniform": "#7f7f7f", "uniform-int8": "#8c564b", "global": "#bcbd22",
+           "random": "#17becf", "fastnas": "#d62728", "autoprune-fp32": "#9467bd",
+           "autoprune": "#1f77b4"}
 
 
 def _figure(run: dict[str, Any]):
@@ -23,8 +24,9 @@ def _figure(run: dict[str, Any]):
         fig.add_trace(go.Scatter(
             x=[base["latency_ms"] / m["latency_ms"] for m in mine],
             y=[100 * m["accuracy"] for m in mine], mode="markers", name=f"{method} models",
-            legendgroup=method, marker={"color": colour, "size": 8, "opacity": 0.5},
-            text=[f"{m['label']}<br>{m['latency_ms']:.2f} ms, {m['macs'] / 1e6:.1f} M MACs<br>"
+            legendgroup=method, marker={"color": colour, "size": 8, "opacity": 0.5, "symbol": [
+                "diamond" if m.get("precision") == "int8" else "circle" for m in mine]},
+            text=[f"{m['label']}<br>{m.get('precision', 'fp32')}, {m['latency_ms']:.2f} ms, {m['macs'] / 1e6:.1f} M MACs<br>"
                   f"selection accuracy {100 * m['select_accuracy']:.2f} %" for m in mine],
             hoverinfo="text+x+y"))
         fig.add_trace(go.Scatter(
@@ -76,13 +78,30 @@ def _table(results: dict[str, Any], figure: str, title: str) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _int8_table(results: dict[str, Any]) -> str:
+    """What int8 added on top of pruning, for the methods that made int8 models."""
+    rows = [f"<tr><td>{html.escape(method)}</td>{_cell(s.get('int8_speedup_over_fp32_median'), False)}"
+            f"{_cell(s.get('int8_accuracy_cost_median'))}{_cell(s.get('offered_int8'), False, 1)}"
+            f"<td>{s['repeats_with_int8']} of {s['repeats']}</td></tr>"
+            for method, s in results["methods"].items() if s.get("repeats_with_int8")]
+    if not rows:
+        return ""
+    return ("<h2>int8 on top of pruning</h2><p>Over each method's int8 models: the median "
+            "speedup of the int8 graph over the same pruned model in fp32 (timed interleaved with "
+            "it) and the median test accuracy it lost (fp32 minus int8, points); how many int8 "
+            "models the method offered.</p><table><tr><th>method</th><th>int8 over fp32</th>"
+            "<th>accuracy cost</th><th>int8 offered</th><th>repeats with int8</th></tr>"
+            f"{''.join(rows)}</table>")
+
+
 def render_comparison(results: dict[str, Any]) -> str:
     from plotly.offline import get_plotlyjs
 
     figures = [json.dumps(json.loads(_figure(run).to_json())).replace("</", "<\\/")
                for run in results["runs"]]
     details = html.escape(json.dumps({k: results.get(k) for k in
-                                      ("command", "date", "machine", "data", "equal_budget",
+                                      ("command", "date", "machine", "target", "data",
+                                       "equal_budget",
                                        "recipe", "splits", "hypervolume_reference", "skipped",
                                        "unpruned")},
                                      indent=1))
@@ -113,6 +132,7 @@ among those at least that fast.</p>
 <h2>Fronts</h2>
 <p>Test accuracy interpolated on the front of the offered models.</p>
 {_table(results, "accuracy_at_speedup", "accuracy at")}
+{_int8_table(results)}
 {plots}
 <h2>Setup</h2><pre>{details}</pre>
 <script>{scripts}</script>

@@ -4,11 +4,17 @@ On one trained model, one data split and one device, with one fine-tuning recipe
 optimizer, learning rate, distillation) and one wall-clock budget per method:
 
 - uniform: Torch-Pruning with one ratio for every layer (L2 magnitude), at a sweep of ratios;
+- uniform-int8: each point of that sweep quantized to int8 after its fine-tuning, as a user
+  who prunes and then quantizes would (targets that run int8: `--target onnxruntime`);
 - global: the same sweep with `global_pruning=True` (Torch-Pruning ranks channels across layers);
 - random: random search over autoprune's own search space (no uniform warm start);
 - fastnas: NVIDIA Model Optimizer's FastNAS at FLOPs targets matched to the uniform sweep
   (optional: `pip install nvidia-modelopt requests torchprofile==0.0.4`);
-- autoprune: `autoprune.search` as shipped.
+- autoprune-fp32: `autoprune.search` with precision fixed to fp32 (prune-only);
+- autoprune: `autoprune.search` as shipped (on a target that runs int8 it searches precision).
+
+Every model is timed on the chosen target (`--target`: PyTorch eager by default, ONNX Runtime
+with `onnxruntime`), the searches search on it too.
 
 Every method chooses on a *selection* split, as a user would: the models it offers are those
 not beaten on selection accuracy by a faster model of its own. Those are then scored on a
@@ -52,7 +58,8 @@ from ..study.constraints import default_accuracy_floor
 from ..study.options import SearchOptions
 from ..study.space import resolve_search_space
 from ..targets import get_target
-from .scoring import METHODS, BenchModel, aggregate, summarise
+from ..runtime.quantize import OnnxModule, calibration_inputs, quantize_int8
+from .scoring import INT8_METHODS, METHODS, BenchModel, aggregate, summarise
 
 RECIPE_DISTILLATION = Distillation(alpha=0.5, temperature=4.0)  # as autoprune's references
 
@@ -82,6 +89,7 @@ class BenchSetup:
     data: dict | None = None        # what results.json says about the data (bundled_data.describe)
     floor_share: float | None = 0.5  # the front floor, every method alike (None: no floor)
     promote_share: float | None = SearchOptions.promote_share  # both searches (promotion.py)
+    target: str | None = None       # where every model is timed and searched (targets/)
 
     def __post_init__(self):
         self.space = self.space or resolve_search_space(self.model, None)
@@ -160,18 +168,22 @@ def torch_pruning_sweep(setup: BenchSetup, global_pruning: bool) -> list[BenchMo
     return results
 
 
-def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
-    """autoprune's search (or random search over its space): its front, fine-tuned already."""
+def autoprune_search(setup: BenchSetup, method: str) -> list[BenchModel]:
+    """autoprune's search (`method` "autoprune"), the same with fp32 only ("autoprune-fp32"),
+    or random search over its space ("random"): its front, fine-tuned already."""
     from ..study.runner import search
 
-    method = "random" if random else "autoprune"
+    random = method == "random"
     shutil.rmtree(setup.output_dir / method, ignore_errors=True)  # a fresh study, not a resumed one
     space = replace(setup.space, uniform_ratios=(), warm_starts=()) if random else setup.space
+    if method == "autoprune-fp32":
+        space = replace(space, precisions=("fp32",), precision_requested=False)
     sampler = optuna.samplers.RandomSampler(seed=setup.seed) if random else None
     started, started_at = time.perf_counter(), datetime.now()
     result = search(setup.model, budget=setup.budget_seconds, train=setup.train, val=setup.select,
                     device=setup.device, search_space=space, sampler=sampler,
                     output_dir=setup.output_dir, study_name=method, seed=setup.seed,
+                    target=setup.target,
                     finetune_steps=setup.finetune_steps, threads=setup.threads,
                     early_stop_margin=None if random else setup.early_stop_margin,
                     options=SearchOptions(front_floor_share=setup.floor_share,
@@ -187,11 +199,38 @@ def autoprune_search(setup: BenchSetup, random: bool) -> list[BenchModel]:
     setup.latency_figures[method] = latency_figures(result.study)
     finished = {t.number: (t.datetime_complete - started_at).total_seconds() for t in trials}
     steps = {t.number: TrialRecord.of(t).finetuned_steps or setup.finetune_steps for t in trials}
-    return [BenchModel(method, f"{method} trial {c.trial}",
-                       result.load(c.trial).to(setup.device).eval(),
-                       trial_seconds / share, (trial_seconds - work) / share,
-                       finished_seconds=finished[c.trial], finetune_steps=steps[c.trial])
-            for c in result.pareto]
+    models = []
+    for c in result.pareto:
+        fp32 = result.load(c.trial).to(setup.device).eval()
+        int8 = c.precision == "int8"
+        models.append(BenchModel(
+            method, f"{method} trial {c.trial}" + (" int8" if int8 else ""),
+            result.load_int8(c.trial, setup.threads) if int8 else fp32,
+            trial_seconds / share, (trial_seconds - work) / share,
+            finished_seconds=finished[c.trial], finetune_steps=steps[c.trial],
+            precision=c.precision, fp32_model=fp32 if int8 else None))
+    return models
+
+
+def quantized_sweep(setup: BenchSetup, sweep: list[BenchModel]) -> list[BenchModel]:
+    """Each fine-tuned sweep model quantized to int8 the way an int8 trial is (static, QDQ,
+    calibrated on the search's default number of training batches); its time is the sweep
+    point's plus the quantization's."""
+    calibration = calibration_inputs(setup.train, SearchOptions.calibration_batches)
+    inputs = setup.example_inputs.cpu()
+    results = []
+    for point in sweep:
+        started = time.perf_counter()
+        int8 = OnnxModule(quantize_int8(point.model.cpu(), inputs, calibration), setup.threads)
+        evaluate(int8, setup.select, "cpu")
+        quantizing = time.perf_counter() - started
+        results.append(BenchModel(
+            "uniform-int8", point.label.replace("uniform", "uniform-int8"), int8,
+            point.seconds + quantizing, point.overhead_seconds + quantizing,
+            finished_seconds=point.finished_seconds + quantizing,
+            finetune_steps=point.finetune_steps, precision="int8", fp32_model=point.model))
+        setup.log(f"  {results[-1].label}: quantized in {quantizing:.1f} s")
+    return results
 
 
 def latency_figures(study: optuna.Study) -> dict[str, Any]:
@@ -249,14 +288,19 @@ def time_all(setup: BenchSetup, models: list[BenchModel], rounds: int = 5) -> fl
     for item in models:
         item.accuracy = evaluate(item.model, setup.test, setup.device)
         item.select_accuracy = evaluate(item.model, setup.select, setup.device)
-        item.macs, item.params = count_macs_and_params(item.model, setup.example_inputs)
-    timed = {"unpruned": setup.model, **{i: item.model for i, item in enumerate(models)}}
+        item.macs, item.params = count_macs_and_params(item.fp32_model or item.model,
+                                                       setup.example_inputs)
+        if item.fp32_model is not None:
+            item.fp32_accuracy = evaluate(item.fp32_model, setup.test, setup.device)
+    timed = {"unpruned": setup.model, **{i: item.model for i, item in enumerate(models)},
+             **{("fp32", i): item.fp32_model for i, item in enumerate(models) if item.fp32_model}}
     with torch.no_grad():
         latencies = interleaved_latency_ms(timed, setup.example_inputs,
-                                           get_target(None, setup.device, setup.threads),
+                                           get_target(setup.target, setup.device, setup.threads),
                                            rounds=rounds, block_seconds=0.2)
     for i, item in enumerate(models):
         item.latency_ms = latencies[i]
+        item.fp32_latency_ms = latencies.get(("fp32", i))
     return latencies["unpruned"]
 
 
@@ -281,14 +325,27 @@ def run_once(setup: BenchSetup, methods: tuple[str, ...]) -> dict[str, Any]:
     base_accuracy = evaluate(setup.model, setup.select, setup.device)
     setup.log(f"seed {setup.seed}: unpruned selection accuracy {base_accuracy:.2%}")
     models: list[BenchModel] = []
-    skipped, walls = {}, {}
+    skipped, walls, sweeps = {}, {}, {}
+
+    def uniform_sweep():  # run once, shared by uniform, uniform-int8 and fastnas
+        if "uniform" not in sweeps:
+            started = time.perf_counter()
+            sweeps["uniform"] = torch_pruning_sweep(setup, global_pruning=False)
+            sweeps["seconds"] = time.perf_counter() - started
+        return sweeps["uniform"]
+
     for method in methods:
         setup.log(f"{method} ...")
         method_started = time.perf_counter()
-        if method in ("uniform", "global"):
-            models += torch_pruning_sweep(setup, global_pruning=method == "global")
-        elif method in ("random", "autoprune"):
-            models += autoprune_search(setup, random=method == "random")
+        swept_before = "uniform" in sweeps
+        if method == "uniform":
+            models += uniform_sweep()
+        elif method == "global":
+            models += torch_pruning_sweep(setup, global_pruning=True)
+        elif method == "uniform-int8":
+            models += quantized_sweep(setup, uniform_sweep())
+        elif method in ("random", "autoprune", "autoprune-fp32"):
+            models += autoprune_search(setup, method)
         elif method == "fastnas":
             try:
                 import modelopt.torch.prune  # noqa: F401  (optional: the bench extra)
@@ -297,11 +354,13 @@ def run_once(setup: BenchSetup, methods: tuple[str, ...]) -> dict[str, Any]:
                 setup.log(f"  skipped: {skipped['fastnas']}")
                 continue
             base_macs = count_macs_and_params(setup.model, setup.example_inputs)[0]
-            uniform = [m for m in models if m.method == "uniform"] or torch_pruning_sweep(setup, False)
+            uniform = uniform_sweep()
             fractions = [count_macs_and_params(m.model, setup.example_inputs)[0] / base_macs
                          for m in uniform]
             models += fastnas_sweep(setup, fractions, skipped)
         walls[method] = time.perf_counter() - method_started
+        if method in ("uniform", "uniform-int8") and swept_before:
+            walls[method] += sweeps["seconds"]  # the sweep it builds on ran for another method
     setup.log(f"timing {len(models)} models and the unpruned one, interleaved ...")
     base = BenchModel("unpruned", "unpruned", setup.model, 0.0, 0.0)
     base.latency_ms = time_all(setup, models)
@@ -331,13 +390,17 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
         raise ValueError(f"unknown benchmark methods {sorted(unknown)}; known: {', '.join(METHODS)}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    target = get_target(setup.target, setup.device, setup.threads)  # unknown: refused now
+    int8 = [m for m in methods if m in INT8_METHODS]
+    if int8 and "int8" not in target.precisions:
+        raise ValueError(f"{', '.join(int8)} needs a target that runs int8 (onnxruntime); "
+                         f"{target.name} runs {', '.join(target.precisions)}")
     setup.output_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now()
     checks = []
     if latency_check:
         from .latency_check import check_latency_model
 
-        target = get_target(None, setup.device, setup.threads)
         for name in latency_check:
             setup.log(f"latency model check: {name} ...")
             checks.append(check_latency_model(name, target, latency_configurations,
@@ -351,6 +414,7 @@ def run_bench(setup: BenchSetup, methods: tuple[str, ...] = METHODS, command: st
         "command": command, "date": started.isoformat(timespec="seconds"),
         "seconds": (datetime.now() - started).total_seconds(),
         "machine": machine_description(setup.device, setup.threads),
+        "target": target.name,
         "recipe": {"finetune_steps": setup.finetune_steps,
                    "autoprune_early_stop_margin": setup.early_stop_margin, "optimizer": setup.space.optimizer,
                    "lr": setup.lr, "kd_alpha": RECIPE_DISTILLATION.alpha,

@@ -4,12 +4,13 @@ mean, min and max over repeats. Pure computations on `BenchModel` records, no mo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch.nn as nn
 
-METHODS = ("uniform", "global", "random", "fastnas", "autoprune")
+METHODS = ("uniform", "uniform-int8", "global", "random", "fastnas", "autoprune-fp32", "autoprune")
+INT8_METHODS = ("uniform-int8",)  # need a target that runs int8 (autoprune searches it there)
 MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 
 
@@ -29,11 +30,17 @@ class BenchModel:
     accuracy: float = 0.0          # on the test split
     select_accuracy: float = 0.0   # on the selection split (what the method chooses by)
     latency_ms: float = 0.0
+    precision: str = "fp32"
+    # an int8 model's fp32 twin (the same pruned weights before quantization), timed and
+    # scored beside it: what quantization bought and cost
+    fp32_model: nn.Module | None = field(default=None, repr=False)
+    fp32_accuracy: float | None = None
+    fp32_latency_ms: float | None = None
 
     def figures(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("model")
-        return data
+        """Every field but the models (`asdict` would deep-copy them first)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ("model", "fp32_model")}
 
 
 def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -109,6 +116,25 @@ def share_to_reach(models: list[BenchModel], base: BenchModel, target: float,
     return None
 
 
+def int8_figures(models: list[BenchModel]) -> dict[str, Any]:
+    """What int8 added on top of pruning, over a method's int8 models: the median speedup of
+    the int8 graph over its fp32 twin (timed interleaved with it) and the median accuracy it
+    lost (fp32 minus int8 test accuracy); None without int8 models."""
+    pairs = [m for m in models if m.precision == "int8" and m.fp32_latency_ms]
+    if not pairs:
+        return {"int8_models": 0, "int8_speedup_over_fp32_median": None,
+                "int8_accuracy_cost_median": None}
+    gains = sorted(m.fp32_latency_ms / m.latency_ms for m in pairs)
+    costs = sorted(m.fp32_accuracy - m.accuracy for m in pairs)
+    return {"int8_models": len(pairs), "int8_speedup_over_fp32_median": _median(gains),
+            "int8_accuracy_cost_median": _median(costs)}
+
+
+def _median(values: list[float]) -> float:
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
 LATENCY_FIGURES = ("front_speedup_within_10pct", "prediction_median_abs_error",
                    "prediction_within_10pct", "latency_model_seconds")
 
@@ -137,6 +163,7 @@ def summarise(models: list[BenchModel], base: BenchModel,
         summary[method] = {
             "models": len(mine),
             "offered": len(shown),
+            "offered_int8": sum(m.precision == "int8" for m in shown),
             "front": [{"speedup": s, "accuracy": a} for s, a in front(points)],
             "hypervolume": hypervolume_2d(points),
             "accuracy_at_speedup": {f"{s:g}x": accuracy_at(points, s) for s in MATCHED_SPEEDUPS},
@@ -152,6 +179,7 @@ def summarise(models: list[BenchModel], base: BenchModel,
             "overhead_share": sum(m.overhead_seconds for m in mine) / seconds if seconds else 0.0,
             # searches only (bench.run.latency_figures): trust in the latencies they saw
             **{key: (latency or {}).get(method, {}).get(key) for key in LATENCY_FIGURES},
+            **int8_figures(mine),
         }
     return summary
 
@@ -182,6 +210,11 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
                  if r.get("budget_to_uniform_hypervolume") is not None]),
             "reached_uniform_hypervolume": sum(r.get("budget_to_uniform_hypervolume") is not None
                                                for r in per_run),
+            # over the repeats that had int8 models (a search may offer none in some)
+            **{key: _spread([r[key] for r in per_run if r.get(key) is not None])
+               for key in ("int8_speedup_over_fp32_median", "int8_accuracy_cost_median")},
+            "repeats_with_int8": sum(bool(r.get("int8_models")) for r in per_run),
+            "offered_int8": _spread([r.get("offered_int8", 0) for r in per_run]),
             **{table: {s: _spread([r[table][s] for r in per_run]) for s in first[table]}
                for table in ("accuracy_at_speedup", "picked_at_speedup")},
         }

@@ -139,6 +139,8 @@ def _full_summary(entry: dict | None) -> dict | None:
 
 
 def _promotion_note(record: TrialRecord) -> str:
+    if record.quantizes is not None:
+        return f"trial {record.quantizes}'s fine-tuned weights, quantized to int8"
     if record.continues is None:
         return ""
     return (f"continues trial {record.continues}: +{record.promoted_steps} fine-tuning steps "

@@ -46,6 +46,7 @@ class TrialRecord:
     retry_of: int | None = None           # the trial a Ctrl-C cut short, run again
     continues: int | None = None          # the front member it fine-tunes further (promotion)
     promoted_steps: int | None = None     # the steps that promotion was given
+    quantizes: int | None = None          # the fp32 trial whose weights it runs in int8 (twin)
     finetuned_steps: int | None = None    # steps of fine-tuning its weights had, in all
     skipped_finetune: str | None = None   # why it was not fine-tuned (a hard limit broken)
     screen_accuracy: float | None = None  # metric part-way through fine-tuning (early_stop)
@@ -81,7 +82,8 @@ def timed_against_predicted(trials: list[FrozenTrial]) -> list[tuple[int, float,
     for trial in trials:
         record = TrialRecord.of(trial)
         if (trial.state == optuna.trial.TrialState.COMPLETE and record.latency_source == "paired"
-                and record.predicted_latency_ms is not None and record.latency_ms is not None):
+                and record.predicted_latency_ms is not None and record.latency_ms is not None
+                and (record.config or {}).get("precision") != "int8"):  # the model predicts fp32
             pairs.append((trial.number, record.predicted_latency_ms, record.latency_ms))
     return pairs
 

@@ -45,7 +45,8 @@ class CheckpointRetention:
         trials = study.get_trials(deepcopy=False)
         keep = {t.number for t in self.front.update(study)}
         # a promotion not finished yet still needs the checkpoint it continues from
-        keep |= {TrialRecord.of(t).continues for t in trials if not t.state.is_finished()}
+        keep |= {n for t in trials if not t.state.is_finished()
+                 for n in (TrialRecord.of(t).continues, TrialRecord.of(t).quantizes)}
         for finished in trials:
             if (finished.number in self.done or finished.number in keep
                     or not finished.state.is_finished()):
@@ -108,7 +109,8 @@ class Progress:
         record = TrialRecord.of(trial)
         if (trial.state == TrialState.COMPLETE and trial.datetime_start and trial.datetime_complete
                 and not record.stopped_early  # a full trial is what must fit
-                and record.continues is None):  # promotions are planned apart
+                and record.continues is None  # promotions are planned apart
+                and record.quantizes is None):  # int8 twins take seconds
             self.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if t.state == TrialState.COMPLETE)
@@ -131,6 +133,8 @@ class Progress:
             if record.continues is not None:
                 what += (f" | continues trial {record.continues}: +{record.promoted_steps} "
                          f"steps, {record.finetuned_steps} in all")
+            if record.quantizes is not None:
+                what += f" | trial {record.quantizes}'s weights in int8"
         elif trial.state == TrialState.PRUNED:
             what = f"not run: {record.surplus or 'pruned'}"
         else:

@@ -31,6 +31,9 @@ class SearchOptions:
     promote_share: float | None = 0.5
     # training batches whose activation ranges calibrate an int8 trial's quantization
     calibration_batches: int = 8
+    # with int8 searched and a time budget: each fp32 front member's fine-tuned weights are
+    # also tried in int8 (promotion.quantize_front), seconds each instead of a whole trial
+    int8_twins: bool = True
 
     @property
     def block_seconds(self) -> float:

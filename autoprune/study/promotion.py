@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..results.pareto import front_trials
 from ..store.records import TrialRecord, trial_facts
+from .config import PRECISION_PARAM
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,44 @@ def promote_front(study: optuna.Study, seconds_left: float, min_steps: int,
 
 
 def waiting_promotions(study: optuna.Study) -> int:
-    """Promotions enqueued and not started yet (by any worker)."""
+    """Promotions and int8 twins enqueued and not started yet (by any worker)."""
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-               if TrialRecord.of(t).continues is not None)
+               if TrialRecord.of(t).continues is not None
+               or TrialRecord.of(t).quantizes is not None)
+
+
+class Int8Twins:
+    """Tries each fp32 front member's fine-tuned weights in int8 too.
+
+    Quantization comes after fine-tuning and needs none of its own, so the int8 version of a
+    fine-tuned model costs seconds (quantize, score, time), not a trial: a search that had to
+    sample int8 and fp32 separately would pay a whole fine-tune for each. Whether int8 pays
+    depends on the model and how hard it is pruned (reports/benchmarks/int8-uniform-digits-
+    hard-cpu), so each twin is judged on the front like any trial; a twin on the front can be
+    promoted (its weights fine-tuned longer and quantized again).
+    """
+
+    def __init__(self):
+        self.twinned: set[int] = set()  # members with a twin queued, run or failed
+
+    def enqueue(self, study: optuna.Study, front: list[FrozenTrial]) -> int:
+        """Enqueue the twins of the fp32 front members that have none; how many."""
+        members = [t for t in front if t.number not in self.twinned and _twinnable(t)]
+        if not members:
+            return 0
+        # one look at the study per new member: another worker may have twinned it already
+        self.twinned |= {TrialRecord.of(t).quantizes for t in study.get_trials(deepcopy=False)}
+        members = [t for t in members if t.number not in self.twinned]
+        for member in members:
+            study.enqueue_trial({**member.params, PRECISION_PARAM: "int8"}, skip_if_exists=False,
+                                user_attrs=trial_facts(quantizes=member.number))
+            self.twinned.add(member.number)
+        if members:
+            logger.info("trying in int8: " + ", ".join(f"trial {t.number}" for t in members))
+        return len(members)
+
+
+def _twinnable(trial: FrozenTrial) -> bool:
+    record = TrialRecord.of(trial)
+    return ((record.config or {}).get("precision", "fp32") == "fp32"
+            and bool(record.checkpoint_artifacts) and not record.skipped_finetune)

@@ -50,7 +50,7 @@ from .opening import (check_same_search, default_study_name, enqueue_references,
                       requeue_interrupted, search_identity)
 from .options import SearchOptions
 from .preflight import preflight
-from .promotion import promote_front, waiting_promotions
+from .promotion import Int8Twins, promote_front, waiting_promotions
 from .prepared import PreparedModel
 from .space import SearchSpace, resolve_search_space
 from .trial import TrialContext, run_trial
@@ -271,7 +271,8 @@ def _objective(session: _Session, context: TrialContext, budget: Budget,
 
 def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callbacks: list,
                 progress: Progress, started: float, poll_seconds: float,
-                promote_share: float | None = None, min_promoted_steps: int = 1) -> None:
+                promote_share: float | None = None, min_promoted_steps: int = 1,
+                twins: Int8Twins | None = None) -> None:
     """Run trials until the budget is spent: a study-wide trial total and/or this call's time.
 
     With a trial total, a worker starts a trial only while fewer than the total are complete
@@ -279,6 +280,7 @@ def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callba
     worker's) so that they are retried. With a time budget and `promote_share`, the last
     share of the time fine-tunes the front longer, a round at a time (promotion.py): queued
     promotions run while any time is left; a new trial starts only if a typical one fits.
+    With `twins` (a time budget, int8 searched), each fp32 front member is tried in int8 too.
     """
     deadline = None if budget.seconds is None else started + budget.seconds
     promote_at = None
@@ -286,6 +288,8 @@ def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callba
         promote_at = deadline - promote_share * budget.seconds
     while True:
         now, typical = time.monotonic(), progress.typical_trial_seconds()
+        if twins is not None and deadline is not None:
+            twins.enqueue(study, progress.front.update(study))
         waiting = waiting_promotions(study) if deadline is not None else 0
         if promote_at is not None and now + typical > promote_at and not waiting:
             # a round at a time, from the front the callbacks already track
@@ -315,13 +319,15 @@ def _run(session: _Session, prepared: PreparedModel, context: TrialContext, budg
     front = FrontTracker()  # one incremental front for both callbacks
     progress = Progress(budget, context.baseline.latency_ms, started, front)
     callbacks = [ReleaseAfterFailure(prepared.device), progress]
+    precisions = prepared.space.precisions
+    twins = Int8Twins() if options.int8_twins and {"fp32", "int8"} <= set(precisions) else None
     if keep_checkpoints == "front":
         callbacks.insert(0, CheckpointRetention(session.store, session.run_dir / "trials", front))
     try:
         with progress:
             _run_trials(session.study, _objective(session, context, budget, interrupted), budget,
                         callbacks, progress, started, options.poll_seconds,
-                        options.promote_share, context.finetune_steps)
+                        options.promote_share, context.finetune_steps, twins)
     except KeyboardInterrupt:
         requeue_interrupted(session.study, interrupted)
         if write_report:

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+import torch.nn as nn
+from optuna.trial import FrozenTrial, TrialState
 
 from ..console import ProgressBar
 from ..pruning.prune import kept_out_channels
@@ -86,6 +87,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
     record_trial(trial, config=config.to_dict())
     if TrialRecord.of(trial).continues is not None:
         return _promoted_trial(trial, ctx, config)
+    if TrialRecord.of(trial).quantizes is not None:
+        return _int8_twin(trial, ctx, config)
     predicted_ms = ctx.baseline.latency_ms * ctx.latency_model.relative(config.sparsity)
     record_trial(trial, predicted_latency_ms=predicted_ms)
     if LATENCY in ctx.constraints and predicted_ms > ctx.constraints[LATENCY]:
@@ -205,10 +208,7 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
     member = trial.study.get_trials(deepcopy=False)[record.continues]
     known = TrialRecord.of(member)
     start = clock()
-    with tempfile.TemporaryDirectory(prefix="autoprune-promotion-") as cache:
-        directory = local_checkpoint(member, ctx.artifact_store, Path(cache))
-        model = load_checkpoint(directory, ctx.prepared.model).to(ctx.prepared.device)
-        history = read_description(directory)["pruning_history"]
+    model, history = _member_checkpoint(member, ctx)
     figures = Measurement(**known.measurement)
     record_trial(trial, predicted_latency_ms=known.predicted_latency_ms,
                  kept_channels=known.kept_channels)
@@ -241,6 +241,39 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
     else:
         figures = _timed(trial, ctx, deployed, figures)
     _save(trial, ctx, model, history, config, figures, accuracy, int8_graph)
+    return objective_values(accuracy, figures)
+
+
+def _member_checkpoint(member: FrozenTrial, ctx: TrialContext) -> tuple[nn.Module, list]:
+    """A finished trial's fine-tuned model and its pruning history, from the artifact store."""
+    with tempfile.TemporaryDirectory(prefix="autoprune-member-") as cache:
+        directory = local_checkpoint(member, ctx.artifact_store, Path(cache))
+        model = load_checkpoint(directory, ctx.prepared.model).to(ctx.prepared.device)
+        return model, read_description(directory)["pruning_history"]
+
+
+def _int8_twin(trial: optuna.Trial, ctx: TrialContext, config) -> tuple[float, float, float]:
+    """An int8 twin (promotion.Int8Twins): an fp32 trial's fine-tuned weights quantized, scored
+    and timed. Nothing is pruned or fine-tuned again; the architecture's figures carry over,
+    with int8 weights' memory."""
+    clock, record = time.perf_counter, TrialRecord.of(trial)
+    member = trial.study.get_trials(deepcopy=False)[record.quantizes]
+    known = TrialRecord.of(member)
+    start = clock()
+    model, history = _member_checkpoint(member, ctx)
+    record_trial(trial, predicted_latency_ms=known.predicted_latency_ms,
+                 kept_channels=known.kept_channels, finetuned_steps=known.finetuned_steps,
+                 train_loss=known.train_loss)
+    record_seconds(trial, "prune", clock() - start)  # loading stands in for pruning
+
+    start = clock()
+    deployed, accuracy = _quantized(trial, ctx, model, member.values[0])
+    record_seconds(trial, "evaluate", clock() - start)
+    figures = _int8_memory(Measurement(**known.measurement))
+    _record_figures(trial, ctx, figures, "predicted")
+    _record_accuracy_limits(trial, ctx, accuracy)
+    figures = _timed(trial, ctx, deployed, figures)
+    _save(trial, ctx, model, history, config, figures, accuracy, deployed.graph)
     return objective_values(accuracy, figures)
 
 
