@@ -138,6 +138,30 @@ def _gpt2(hidden: int = 32, layers: int = 2, heads: int = 4, inner: int = 64):
     return build
 
 
+def _grouped_query(family: str, hidden: int = 64, layers: int = 2, heads: int = 8,
+                   kv_heads: int = 2, intermediate: int = 128):
+    """A Llama-style decoder (grouped-query attention, SwiGLU) as a sequence classifier."""
+    def build():
+        import transformers
+        config_class, model_class = {
+            "llama": (transformers.LlamaConfig, transformers.LlamaForSequenceClassification),
+            "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForSequenceClassification),
+        }[family]
+        config = config_class(vocab_size=100, hidden_size=hidden, intermediate_size=intermediate,
+                              num_hidden_layers=layers, num_attention_heads=heads,
+                              num_key_value_heads=kv_heads, max_position_embeddings=64,
+                              num_labels=3, pad_token_id=0)
+        return model_class(config)
+    return build
+
+
+for _family, _label in (("llama", "Llama"), ("qwen2", "Qwen2")):
+    ZOO.append(ZooModel(f"HF {_label} decoder, grouped-query (from config)", "hf_llama",
+                        _grouped_query(_family), kinds=frozenset({"heads", "inner"}),
+                        inputs="tokens", needs="transformers",
+                        full=_grouped_query(_family, hidden=256, layers=4, intermediate=768),
+                        full_name=f"HF {_label} 4 layers, hidden 256, 8 query / 2 key-value heads"))
+
 ZOO.append(ZooModel("HF DistilBERT encoder (from config)", "hf_encoder", _distilbert(),
                     kinds=frozenset({"heads", "inner"}), inputs="tokens",
                     full=_distilbert(dim=256, layers=4, heads=4, hidden=1024), needs="transformers",
@@ -211,19 +235,22 @@ def verdicts() -> list[tuple[str, str]]:
     return results
 
 
-def speed_table(batch: int = 32, ratio: float = 0.5, threads: int = 2) -> list[dict]:
+def speed_table(batch: int = 32, ratio: float = 0.5, threads: int = 2,
+                only: str = "") -> list[dict]:
     """Full-width models at batch `batch`: uniform pruning at `ratio` (capped by each family's
-    ranges), latency timed interleaved with the unpruned model, against the MAC reduction."""
+    ranges), latency timed interleaved with the unpruned model, against the MAC reduction.
+    `only`: the entries whose name contains it."""
     from autoprune.pruning.conversions import prepare
     from autoprune.pruning.grouping import ignored_modules, plan_dimensions
     from autoprune.pruning.prune import prune_copy
     from autoprune.runtime.measure import count_macs_and_params, interleaved_latency_ms
     from autoprune.study.config import config_from_params, uniform_params
     from autoprune.study.space import resolve_search_space
+    from autoprune.targets import get_target
 
     rows = []
     for entry in ZOO:
-        if entry.full is None:
+        if entry.full is None or (only and only not in entry.name):
             continue
         torch.manual_seed(0)
         model = prepare(entry.full().eval())
@@ -237,8 +264,9 @@ def speed_table(batch: int = 32, ratio: float = 0.5, threads: int = 2) -> list[d
         with torch.no_grad():
             base_macs, base_params = count_macs_and_params(model, inputs)
             macs, params = count_macs_and_params(pruned.eval(), inputs)
-            times = interleaved_latency_ms({"base": model, "pruned": pruned}, inputs, "cpu",
-                                           threads, rounds=5, min_run_time=0.3)
+            times = interleaved_latency_ms({"base": model, "pruned": pruned}, inputs,
+                                           get_target("cpu", "cpu", threads), rounds=5,
+                                           block_seconds=0.3)
         row = {"model": entry.full_name or entry.name, "family": space.family,
                "base_ms": times["base"], "pruned_ms": times["pruned"],
                "speedup": times["base"] / times["pruned"], "mac_reduction": base_macs / macs,
@@ -262,7 +290,8 @@ if __name__ == "__main__":
     print(f"batch 32, 64x64 images / 64 tokens, uniform 0.5 capped per family, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"{'model':<34} {'family':<13} {'base ms':>8} {'pruned':>8} {'speedup':>7} {'MACs':>7} {'params':>7}")
-    table = speed_table()
-    if len(sys.argv) > 1:
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else ""
+    table = speed_table(only=only)
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("--"):
         with open(sys.argv[1], "w") as handle:
             json.dump(table, handle, indent=1)

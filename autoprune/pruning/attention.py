@@ -26,6 +26,7 @@ class AttentionKind:
     outputs_per_projection: int         # 3 for a fused qkv projection, else 1
     head_dim: Callable[[nn.Module], int]
     set_heads: Callable[[nn.Module, int], None]
+    by_torch_pruning: bool = True  # False: grouped_query.py cuts its heads
 
 
 def _is_linear(module, name: str) -> bool:
@@ -56,6 +57,23 @@ def _set_distilbert_heads(module: nn.Module, heads: int) -> None:
     module.n_heads = heads
 
 
+def _set_grouped_heads(module: nn.Module, groups: int) -> None:
+    """Llama-style attention reshapes with -1 heads and keeps its query-per-key/value ratio
+    (`num_key_value_groups`) when whole groups go; transformers 4 also kept the counts."""
+    if hasattr(module, "num_key_value_heads"):
+        module.num_key_value_heads = groups
+    if hasattr(module, "num_heads"):
+        module.num_heads = groups * module.num_key_value_groups
+
+
+def _is_grouped_query(module: nn.Module) -> bool:
+    return (all(_is_linear(module, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+            and isinstance(getattr(module, "head_dim", None), int)
+            and isinstance(getattr(module, "num_key_value_groups", None), int)
+            and _out_features(module.q_proj)
+            == _out_features(module.k_proj) * module.num_key_value_groups)
+
+
 def _set_gpt2_heads(module: nn.Module, heads: int) -> None:
     module.num_heads = heads
     module.split_size = heads * module.head_dim  # q, k and v are split off c_attn's output
@@ -79,6 +97,16 @@ ATTENTION_KINDS = (
                            and isinstance(getattr(m, "attention_head_size", None), int)),
         projection_names=("query", "key", "value"), outputs_per_projection=1,
         head_dim=lambda m: m.attention_head_size, set_heads=_set_bert_heads),
+    # HuggingFace Llama-style decoders (Llama, Qwen2/3, Mistral): grouped-query attention, where
+    # `num_key_value_groups` query heads share one key/value head. The unit pruned is a whole
+    # group: one key/value head and its query heads, so the ratio stays valid and the KV cache
+    # shrinks with it (grouped_query.py; a "head" here is one group).
+    AttentionKind(
+        name="HuggingFace grouped-query q_proj/k_proj/v_proj",
+        matches=_is_grouped_query,
+        projection_names=("q_proj", "k_proj", "v_proj"), outputs_per_projection=1,
+        head_dim=lambda m: m.head_dim * m.num_key_value_groups, set_heads=_set_grouped_heads,
+        by_torch_pruning=False),
     # HuggingFace transformers 5 encoders (ViT, ...): q_proj, k_proj, v_proj, reshaped with -1
     # heads of `head_dim`. As many key/value heads as query heads only: grouped-query
     # attention (Llama-style) needs whole key/value groups removed, which this does not do.
@@ -151,6 +179,8 @@ def pruner_head_arguments(model: nn.Module, head_ratios: dict[str, float]) -> di
     modules = dict(model.named_modules())
     num_heads, ratios = {}, {}
     for attention in find_attention(model):
+        if not attention.kind.by_torch_pruning:
+            continue
         heads = head_count(model, attention)
         ratio = max((float(head_ratios[n]) for n in attention.projections if n in head_ratios),
                     default=0.0)

@@ -27,6 +27,7 @@ import torch_pruning as tp
 from ..errors import InvalidInputError
 from ..runtime.model_io import output_tensors, run_model
 from .attention import find_attention
+from .grouped_query import grouped_query_attention, projection_layers
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -106,7 +107,7 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
     projections = {name for attention in find_attention(model) for name in attention.projections}
     graph = graph or build_graph(model, example_inputs)
     entries = []  # (stage, kind, roots, channels)
-    for group in graph.get_all_groups(ignored_layers=ignored or [],
+    for group in graph.get_all_groups(ignored_layers=(ignored or []) + projection_layers(model),
                                       root_module_types=list(PRUNABLE_TYPES)):
         layers = [names[dep.target.module] for dep, _ in group
                   if isinstance(dep.target.module, PRUNABLE_TYPES)
@@ -129,6 +130,13 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
         stage = stages.most_common(1)[0][0] if kind == "stream" else stage_of(names[root], stage_pattern)
         channels = graph.get_out_channels(root)
         entries.append([stage, kind, names[root], channels, layers, consumers])
+    ignored_names = {names[module] for module in ignored or [] if module in names}
+    for attention in grouped_query_attention(model):  # whole key/value groups (grouped_query.py)
+        q, k, v = attention.projections
+        if ignored_names.isdisjoint(attention.projections):
+            entries.append([stage_of(k, stage_pattern), "heads", k,
+                            dict(model.named_modules())[k].out_features, [q, k, v],
+                            [f"{attention.name}.o_proj"]])
 
     def collect():
         dims: dict[str, list] = {}

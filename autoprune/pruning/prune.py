@@ -19,9 +19,12 @@ from ..runtime.model_io import logits_of, output_tensors, run_model, to_device
 from .attention import pruner_head_arguments, sync_heads
 from .conversions import to_prunable
 from .criteria import get_criterion
+from .grouped_query import apply_layer_entries, projection_layers, prune_groups
 from .grouping import PruningDimension, build_graph
 
-PruningHistory = list  # [[layer name, is_out_channel_pruning, [channel indices]], ...]
+# [[layer name, is_out_channel_pruning, [channel indices]], ...]: Torch-Pruning's groups; an
+# entry with a fourth item "layer" prunes that layer alone (grouped_query.py)
+PruningHistory = list
 
 
 @dataclass
@@ -86,26 +89,29 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
         importance=spec.make_importance(),
         pruning_ratio=0.0,
         pruning_ratio_dict=_module_ratios(pruned, dimensions, sparsity),
-        ignored_layers=[modules[name] for name in ignored_names],
+        ignored_layers=[modules[name] for name in ignored_names] + projection_layers(pruned),
         round_to=round_to,
         output_transform=output_tensors,
         **pruner_head_arguments(pruned, _head_ratios(dimensions, sparsity)),
     )
     pruner.step()
-    sync_heads(pruned)
-    pruned.zero_grad(set_to_none=True)
     history = [[name, bool(is_out), [int(i) for i in indices]]
                for name, is_out, indices in pruner.pruning_history()]
+    history += prune_groups(pruned, _head_ratios(dimensions, sparsity))
+    sync_heads(pruned)
+    pruned.zero_grad(set_to_none=True)
     return PrunedModel(pruned, history)
 
 
 def replay_history(model: nn.Module, example_inputs: Any, history: PruningHistory) -> nn.Module:
     """Prune `model` in place exactly as recorded in `history` (weights are not consulted)."""
     to_prunable(model)  # the history was recorded on a converted copy
+    groups = [entry for entry in history if len(entry) == 3]
     with torch.enable_grad():  # the dependency graph is traced through autograd
         graph = build_graph(model, example_inputs)
         graph.load_pruning_history([(name, is_out, list(indices))
-                                    for name, is_out, indices in history])
+                                    for name, is_out, indices in groups])
+    apply_layer_entries(model, [entry for entry in history if len(entry) == 4])
     sync_heads(model)
     return model
 

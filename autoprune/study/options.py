@@ -34,6 +34,9 @@ class SearchOptions:
     # with int8 searched and a time budget: each fp32 front member's fine-tuned weights are
     # also tried in int8 (promotion.quantize_front), seconds each instead of a whole trial
     int8_twins: bool = True
+    # a causal LM's latency: its example batch read (prefill), then this many tokens generated
+    # one at a time with the KV cache; 0: the prefill alone
+    decode_tokens: int = 16
 
     @property
     def block_seconds(self) -> float:
@@ -51,6 +54,9 @@ class SearchOptions:
         if self.promote_share is not None and not 0 <= self.promote_share < 1:
             raise InvalidInputError(f"SearchOptions.promote_share must lie in [0, 1), "
                                     f"got {self.promote_share!r}")
+        if not (isinstance(self.decode_tokens, int) and self.decode_tokens >= 0):
+            raise InvalidInputError(f"SearchOptions.decode_tokens must be a whole number of at "
+                                    f"least 0, got {self.decode_tokens!r}")
         for name in ("final_rounds", "target_trials", "max_finetune_epochs", "latency_rounds",
                      "latency_max_rounds", "calibration_points", "calibration_batches"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):

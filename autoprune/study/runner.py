@@ -31,6 +31,7 @@ from ..results.pareto import FrontTracker
 from ..results.result import SearchResult
 from ..runtime.evaluate import top1_accuracy
 from ..runtime.quantize import calibration_inputs
+from ..runtime.language_model import causal_lm_task, is_causal_lm
 from ..runtime.task import (MAXIMIZE, Task, check_direction, check_task, classification_task,
                             user_task)
 from ..runtime.measure import Measurement, interleaved_against_reference
@@ -123,12 +124,24 @@ def _check_inputs_run(model: nn.Module, inputs: Any) -> None:
             "takes") from err
 
 
-def _task(val: Iterable | None, device: torch.device, metric: Callable | None,
-          loss: Callable | None, evaluate: Callable | None, direction: str,
-          train_step: Callable | None, distill: Callable | None) -> tuple[Task, dict | None]:
-    """The task the trials run (runtime/task.py), and, for the user's contract, which of the
-    user's callables score and train (for messages); None for the built-in classifier."""
+def _task(model: nn.Module, val: Iterable | None, device: torch.device,
+          metric: Callable | None, loss: Callable | None, evaluate: Callable | None,
+          direction: str, train_step: Callable | None,
+          distill: Callable | None) -> tuple[Task, dict | None]:
+    """The task the trials run (runtime/task.py), and, for the user's contract or a causal LM,
+    which callables score and train (for messages); None for the built-in classifier."""
     check_direction(direction)
+    if evaluate is None and is_causal_lm(model):
+        if metric is not None or loss is not None or train_step is not None or distill is not None:
+            raise InvalidInputError("a causal LM is scored by perplexity and trained on the "
+                                    "next-token loss; for another metric or loss pass evaluate= "
+                                    "and train_step=")
+        if val is None:
+            raise InvalidInputError("`val` is required: (input_ids, labels) batches whose "
+                                    "perplexity ranks the models")
+        return causal_lm_task(val, device), {
+            "score": "perplexity on val (input_ids, labels)",
+            "loss": "the next-token loss on train (input_ids, labels)"}
     if evaluate is None:
         if direction != MAXIMIZE:
             raise InvalidInputError("direction='minimize' needs evaluate=: the built-in metric "
@@ -485,17 +498,19 @@ def search(
     with verbosity(verbose), quiet_optuna(), _random_state_restored():
         # 1. validate: every argument, before any work
         if early_stop_margin == "auto":
-            early_stop_margin = 0.02 if evaluate is None else None
+            early_stop_margin = 0.02 if evaluate is None and not is_causal_lm(model) else None
         _validate(model, finetune_steps, early_stop_margin, keep_checkpoints)
         parsed_budget = parse_budget(budget, trials)
         parsed_constraints = parse_constraints(constraints)
         device, options = resolve_device(device), options or SearchOptions()
-        task, user = _task(val, device, metric, loss, evaluate, direction, train_step, distill)
+        task, user = _task(model, val, device, metric, loss, evaluate, direction, train_step,
+                           distill)
         if task.direction != MAXIMIZE and ACCURACY_FLOOR in parsed_constraints:
             raise InvalidInputError(f"the {ACCURACY_FLOOR} constraint is a floor for a maximized "
                                     "metric; with direction='minimize' use max_accuracy_drop "
                                     "(the largest allowed rise of the metric)")
         timing_target = get_target(target, device, threads)
+        timing_target.decode_tokens = options.decode_tokens
         metric, loss_fn = metric or top1_accuracy, loss or F.cross_entropy
         ignored_layers = [ignored_layers] if isinstance(ignored_layers, str) else ignored_layers
         space = resolve_search_space(model, search_space).for_target(

@@ -28,6 +28,9 @@ class Target:
     description = ""
     device_type = "cpu"  # the torch device type it runs on
     precisions: tuple[str, ...] = ("fp32",)  # what it can time (search-space `precision`)
+    # a causal LM is timed reading its example batch and then generating this many tokens
+    # with the KV cache (runtime/language_model.py; SearchOptions.decode_tokens)
+    decode_tokens: int = 16
 
     @classmethod
     def create(cls, device: torch.device, threads: int) -> "Target":

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..errors import InvalidInputError
+from ..runtime.language_model import is_causal_lm
 from ..runtime.onnx_io import check_single_tensor, cpu_session, onnx_bytes, onnxruntime_module
 from ..runtime.quantize import OnnxModule
 from .base import Runnable, Target, register_target
@@ -33,6 +35,9 @@ class OnnxRuntimeCPU(Target):
         return super().create(device, threads)
 
     def check(self, model: nn.Module, inputs: Any) -> None:
+        if is_causal_lm(model):
+            raise InvalidInputError("a causal LM is timed generating with its KV cache, which "
+                                    "the onnxruntime target does not do yet: use target='cpu'")
         check_single_tensor(inputs)
 
     def runnable(self, model: nn.Module, inputs: Any) -> Runnable:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..runtime.language_model import generation_runner, is_causal_lm
 from ..runtime.model_io import run_model
 from .base import Runnable, Target, register_target
 
@@ -66,6 +67,8 @@ class TorchCPU(Target):
 
     def runnable(self, model: nn.Module, inputs: Any) -> Runnable:
         model.eval()
+        if is_causal_lm(model):  # the prompt read, then tokens generated with the KV cache
+            return generation_runner(model, inputs, self.decode_tokens)
         return lambda: run_model(model, inputs)
 
     def activation_peak_bytes(self, model: nn.Module, inputs: Any) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..runtime.language_model import generation_runner, is_causal_lm
 from ..runtime.model_io import run_model
 from .base import Runnable, Target, register_target
 
@@ -33,6 +34,8 @@ class TorchCUDA(Target):
 
     def runnable(self, model: nn.Module, inputs: Any) -> Runnable:
         model.eval()
+        if is_causal_lm(model):  # a growing KV cache: no fixed graph to capture
+            return generation_runner(model, inputs, self.decode_tokens)
         eager = lambda: run_model(model, inputs)  # noqa: E731
         if not self.use_graphs:
             return eager

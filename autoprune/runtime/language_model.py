@@ -1,0 +1,106 @@
+"""The causal language-model task: perplexity to score, next-token loss with distillation on
+the token distributions to train.
+
+A batch is `(input_ids, labels)`: `labels` are the tokens to predict at each position before
+the shift (usually `input_ids` itself, with -100 where a position is padding or must not be
+learned), as HuggingFace's causal LMs take them. The model runs on `input_ids` alone and its
+logits are shifted here, so any module returning `[batch, length, vocabulary]` logits (or an
+output with `.logits`) works. Perplexity is lower-is-better: a search on this task minimizes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .finetune import Distillation
+from .model_io import logits_of, run_model, to_device
+from .task import MINIMIZE, Task
+
+IGNORE = -100  # a label not predicted (padding), as in HuggingFace and F.cross_entropy
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """A HuggingFace causal LM (`...ForCausalLM`, or a GPT-2 `...LMHeadModel`)."""
+    name = type(model).__name__
+    return name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
+
+
+def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Position t's logits predict token t + 1: (predictions [N, vocab], targets [N])."""
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(f"a causal LM needs [batch, length, vocabulary] logits for "
+                         f"[batch, length] labels, got {tuple(logits.shape)} for "
+                         f"{tuple(labels.shape)}")
+    return (logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the next token over the positions that have a label."""
+    predictions, targets = _shifted(logits, labels)
+    return F.cross_entropy(predictions, targets, ignore_index=IGNORE)
+
+
+def causal_lm_loss(student: nn.Module, teacher: nn.Module, batch: Any,
+                   distillation: Distillation) -> torch.Tensor:
+    """Next-token loss plus, weighted by `alpha`, the KL divergence from the teacher's token
+    distributions (softened by the temperature) at every labelled position."""
+    input_ids, labels = batch
+    logits = logits_of(run_model(student, input_ids))
+    loss = next_token_loss(logits, labels) if distillation.alpha < 1 else logits.new_zeros(())
+    if distillation.alpha > 0:
+        with torch.no_grad():
+            teacher_logits = logits_of(run_model(teacher, input_ids))
+        predictions, targets = _shifted(logits, labels)
+        reference, _ = _shifted(teacher_logits, labels)
+        kept = targets != IGNORE
+        t = distillation.temperature
+        kd = F.kl_div(F.log_softmax(predictions[kept] / t, dim=-1),
+                      F.log_softmax(reference[kept] / t, dim=-1),
+                      log_target=True, reduction="batchmean") * t ** 2
+        loss = (1 - distillation.alpha) * loss + distillation.alpha * kd
+    return loss
+
+
+def perplexity(model: nn.Module, loader: Iterable, device) -> float:
+    """exp of the mean next-token cross-entropy over every labelled token of `loader`."""
+    total, count = 0.0, 0
+    model.to(device).eval()
+    with torch.inference_mode():
+        for input_ids, labels in loader:
+            input_ids, labels = to_device(input_ids, device), to_device(labels, device)
+            predictions, targets = _shifted(logits_of(run_model(model, input_ids)), labels)
+            total += F.cross_entropy(predictions.float(), targets, ignore_index=IGNORE,
+                                     reduction="sum").item()
+            count += int((targets != IGNORE).sum())
+    if count == 0:
+        raise ValueError("no labelled tokens to score: every label is -100")
+    return math.exp(total / count)
+
+
+def causal_lm_task(val: Iterable, device) -> Task:
+    """Perplexity on `val` (minimized), next-token loss with token-level distillation."""
+    return Task(score=lambda model: perplexity(model, val, device), loss=causal_lm_loss,
+                direction=MINIMIZE, metric_name="perplexity", top1=False)
+
+
+def generation_runner(model: nn.Module, input_ids: torch.Tensor, new_tokens: int):
+    """A zero-argument callable that does what a user of a causal LM runs: read the prompt
+    batch `input_ids` (prefill), then generate `new_tokens` tokens greedily, one forward pass
+    each on the last token with the KV cache. `new_tokens=0`: the prefill alone."""
+    model.eval()
+
+    def run():
+        output = model(input_ids=input_ids, use_cache=new_tokens > 0)
+        cache = output.past_key_values
+        for _ in range(new_tokens):
+            token = output.logits[:, -1:].argmax(-1)
+            output = model(input_ids=token, past_key_values=cache, use_cache=True)
+            cache = output.past_key_values
+        return output.logits
+
+    return run

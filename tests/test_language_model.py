@@ -1,0 +1,206 @@
+"""Decoder language models: Llama-style grouped-query attention pruned by whole key/value
+groups, the MLP width per layer, the causal-LM task (perplexity, next-token loss with
+distillation) and the local text it trains on. Tiny models built from configs; nothing is
+downloaded."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from autoprune.runtime.finetune import Distillation
+from autoprune.runtime.language_model import causal_lm_loss, is_causal_lm, perplexity
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB = 256
+
+
+def tiny_decoder(family: str = "llama", heads: int = 8, kv_heads: int = 2, layers: int = 2,
+                 tie: bool = False) -> nn.Module:
+    """A Llama, Qwen2 or Mistral causal LM of a few hundred thousand parameters."""
+    config_class, model_class = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+    }[family]
+    config = config_class(vocab_size=VOCAB, hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=layers, num_attention_heads=heads,
+                          num_key_value_heads=kv_heads, max_position_embeddings=128,
+                          tie_word_embeddings=tie)
+    torch.manual_seed(0)
+    return model_class(config).eval()
+
+
+def token_batches(count: int = 4, batch: int = 4, length: int = 16, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        ids = torch.randint(0, VOCAB, (batch, length), generator=generator)
+        batches.append((ids, ids.clone()))
+    return batches
+
+
+class Uniform(nn.Module):
+    """Equal logits for every token: perplexity is the vocabulary size."""
+
+    def __init__(self, vocabulary: int):
+        super().__init__()
+        self.vocabulary = vocabulary
+        self.unused = nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids):
+        return torch.zeros(*input_ids.shape, self.vocabulary)
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
+    batches = token_batches()
+    assert perplexity(Uniform(VOCAB), batches, "cpu") == pytest.approx(VOCAB, rel=1e-5)
+    padded = [(ids, torch.where(torch.arange(ids.shape[1]) < 8, labels, -100))
+              for ids, labels in batches]  # positions labelled -100 are not scored
+    assert perplexity(Uniform(VOCAB), padded, "cpu") == pytest.approx(VOCAB, rel=1e-5)
+
+
+def test_the_next_token_loss_is_the_one_transformers_computes():
+    model = tiny_decoder()
+    ids, labels = token_batches(1)[0]
+    labels[:, :3] = -100
+    ours = causal_lm_loss(model, model, (ids, labels), Distillation(alpha=0.0))
+    theirs = model(input_ids=ids, labels=labels).loss
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+    # distilling from itself adds nothing: the KL term is zero
+    distilled = causal_lm_loss(model, model, (ids, labels), Distillation(alpha=1.0))
+    assert distilled.item() == pytest.approx(0.0, abs=1e-5)
+    assert is_causal_lm(model) and not is_causal_lm(Uniform(VOCAB))
+
+
+def _groups(model):
+    """(query heads, key/value heads) per layer, read from the projections."""
+    counts = []
+    for layer in model.model.layers:
+        attention = layer.self_attn
+        counts.append((attention.q_proj.out_features // attention.head_dim,
+                       attention.k_proj.out_features // attention.head_dim))
+    return counts
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_a_decoder_loses_whole_key_value_groups_and_still_generates(family, tmp_path):
+    from autoprune.huggingface import from_pretrained, save_pretrained
+    from autoprune.runtime.measure import count_macs_and_params
+    from autoprune.store.checkpoint import load_checkpoint, save_checkpoint
+    from autoprune.study.config import config_from_params, uniform_params
+    from autoprune.study.preflight import preflight
+    from autoprune.study.prepared import PreparedModel
+    from autoprune.study.space import resolve_search_space
+
+    model = tiny_decoder(family)
+    ids, labels = token_batches(1)[0]
+    space = resolve_search_space(model, None).for_target("cpu", ("fp32",))
+    assert space.family == "hf_llama"
+    prepared = PreparedModel.build(model, ids, space)
+    assert {"heads", "inner"} <= {d.kind for d in prepared.dimensions}
+    preflight(prepared)
+    config = config_from_params(uniform_params(space, prepared.dimensions, 0.5),
+                                prepared.dimensions, space)
+    result = prepared.prune(config.sparsity, "l2")
+    pruned = result.model
+
+    for queries, keys in _groups(pruned):  # half of the 2 groups go: 4 query heads, 1 kv head
+        assert (queries, keys) == (4, 1)
+    assert all(layer.mlp.gate_proj.out_features < 128 for layer in pruned.model.layers)
+    assert count_macs_and_params(pruned, ids)[1] < count_macs_and_params(prepared.model, ids)[1]
+
+    pruned.train()
+    loss = causal_lm_loss(pruned, prepared.model, (ids, labels), Distillation())
+    loss.backward()
+    assert all(p.grad is not None for p in pruned.parameters() if p.requires_grad)
+    pruned.eval()
+
+    prompt = ids[:2, :5]
+    with torch.no_grad():
+        cached = pruned.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=True)
+        uncached = pruned.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert cached.shape == (2, 11) and torch.equal(cached, uncached)
+
+    with torch.no_grad():
+        expected = pruned(ids).logits
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "ckpt", pruned, prepared.model,
+                                             result.history, ids), prepared.model)
+    directory = save_pretrained(pruned, tmp_path / "hf")
+    reloaded = from_pretrained(directory)
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, expected)
+        assert torch.allclose(reloaded(ids).logits, expected, atol=1e-6)
+        assert torch.equal(reloaded.generate(prompt, max_new_tokens=6, do_sample=False), cached)
+
+
+def test_local_text_is_split_into_disjoint_blocks_of_tokens():
+    from autoprune.integrations.text_data import text_loaders
+
+    train, val, vocabulary = text_loaders(length=32, batch_size=8, max_tokens=20_000)
+    assert vocabulary == 256
+    ids, labels = next(iter(train))
+    assert ids.shape == (8, 32) and torch.equal(ids, labels) and int(ids.max()) < 256
+    held_out = {tuple(row.tolist()) for batch, _ in val for row in batch}
+    trained = {tuple(row.tolist()) for batch, _ in train for row in batch}
+    assert len(held_out) > 0 and not held_out & trained
+    _, _, bpe_vocabulary = text_loaders(length=32, tokens="bpe", vocab_size=300,
+                                        max_tokens=5_000)
+    assert 256 < bpe_vocabulary <= 300
+
+
+def test_a_search_of_a_causal_lm_minimizes_perplexity(tmp_path):
+    import autoprune
+    from autoprune.integrations.text_data import text_loaders
+    from tiny_models import QUICK
+
+    train, val, _ = text_loaders(length=32, batch_size=8, max_tokens=30_000)
+    model = tiny_decoder()
+    result = autoprune.search(model, trials=3, train=train, val=val, output_dir=tmp_path,
+                              finetune_steps=2, threads=1, verbose=False, options=QUICK)
+    assert result.metric["name"] == "perplexity" and result.metric["direction"] == "minimize"
+    done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert done and all(math.isfinite(t.values[0]) and t.values[0] > 1 for t in done)
+    pick = result.pareto[0]
+    reloaded = result.load(pick)
+    assert perplexity(reloaded, val, "cpu") == pytest.approx(pick.accuracy, rel=1e-4)
+
+
+def test_a_causal_lm_is_timed_reading_the_prompt_then_generating_with_the_cache():
+    from autoprune.targets import get_target
+
+    model = tiny_decoder()
+    calls = []  # (tokens read, cache length before the pass)
+    model.model.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(
+            (kwargs["input_ids"].shape[1], None if output.past_key_values is None else
+             output.past_key_values.get_seq_length() - kwargs["input_ids"].shape[1])),
+        with_kwargs=True)
+    target = get_target("cpu", "cpu", 1)
+    target.decode_tokens = 3
+    prompt = token_batches(1)[0][0]
+    with torch.no_grad():
+        target.runnable(model, prompt)()
+    # one pass over the 16-token prompt, then one per new token over the growing cache
+    assert calls == [(16, 0), (1, 16), (1, 17), (1, 18)]
+    calls.clear()
+    target.decode_tokens = 0
+    with torch.no_grad():
+        target.runnable(model, prompt)()
+    assert calls == [(16, None)]  # the prompt alone, no cache kept
+
+
+def test_a_causal_lm_on_the_onnxruntime_target_is_refused_before_any_work(tmp_path):
+    import autoprune
+    from autoprune.errors import InvalidInputError
+
+    pytest.importorskip("onnxruntime")
+    batches = token_batches()
+    with pytest.raises(InvalidInputError, match="causal LM"):
+        autoprune.search(tiny_decoder(), trials=1, train=batches, val=batches,
+                         target="onnxruntime", output_dir=tmp_path, verbose=False)
+    assert not list(tmp_path.rglob("study.db"))
