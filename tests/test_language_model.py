@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from autoprune.runtime.finetune import Distillation
-from autoprune.runtime.language_model import causal_lm_loss, is_causal_lm, perplexity
+from autoprune.runtime.language_model import causal_lm_loss, is_causal_lm, kv_cache, perplexity
 
 transformers = pytest.importorskip("transformers")
 
@@ -177,8 +177,8 @@ def test_a_causal_lm_is_timed_reading_the_prompt_then_generating_with_the_cache(
     calls = []  # (tokens read, cache length before the pass)
     model.model.register_forward_hook(
         lambda module, args, kwargs, output: calls.append(
-            (kwargs["input_ids"].shape[1], None if output.past_key_values is None else
-             output.past_key_values.get_seq_length() - kwargs["input_ids"].shape[1])),
+            (kwargs["input_ids"].shape[1], None if kv_cache(output) is None else
+             kv_cache(output).get_seq_length() - kwargs["input_ids"].shape[1])),
         with_kwargs=True)
     target = get_target("cpu", "cpu", 1)
     target.decode_tokens = 3
@@ -204,3 +204,21 @@ def test_a_causal_lm_on_the_onnxruntime_target_is_refused_before_any_work(tmp_pa
         autoprune.search(tiny_decoder(), trials=1, train=batches, val=batches,
                          target="onnxruntime", output_dir=tmp_path, verbose=False)
     assert not list(tmp_path.rglob("study.db"))
+
+
+def test_a_decoder_pruned_alike_in_every_layer_loads_with_plain_transformers(tmp_path):
+    """Only the MLP width, the same in every layer: the config describes the pruned model."""
+    from autoprune.huggingface import save_pretrained
+    from autoprune.study.prepared import PreparedModel
+    from autoprune.study.space import resolve_search_space
+
+    model = tiny_decoder("qwen2")
+    ids = token_batches(1)[0][0]
+    prepared = PreparedModel.build(model, ids, resolve_search_space(model, None))
+    sparsity = {d.name: 0.5 if d.kind == "inner" else 0.0 for d in prepared.dimensions}
+    pruned = prepared.prune(sparsity, "l2").model.eval()
+    directory = save_pretrained(pruned, tmp_path / "hf")
+    plain = transformers.AutoModelForCausalLM.from_pretrained(directory).eval()
+    assert plain.config.intermediate_size == 64
+    with torch.no_grad():
+        assert torch.allclose(plain(ids).logits, pruned(ids).logits, atol=1e-6)

@@ -51,7 +51,7 @@ def describe_shapes(model: nn.Module) -> dict:
 
 # Where each architecture keeps its MLP hidden layer, and the config field sizing it.
 _INTERMEDIATE = ((".intermediate", "dense", "intermediate_size"), (".mlp", "c_fc", "n_inner"),
-                 (".ffn", "lin1", "hidden_dim"))
+                 (".ffn", "lin1", "hidden_dim"), (".mlp", "up_proj", "intermediate_size"))
 
 
 def _uniform_intermediate(model: nn.Module) -> tuple[str, int] | None:

@@ -10,6 +10,7 @@ output with `.logits`) works. Perplexity is lower-is-better: a search on this ta
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Iterable
 
@@ -93,14 +94,24 @@ def generation_runner(model: nn.Module, input_ids: torch.Tensor, new_tokens: int
     batch `input_ids` (prefill), then generate `new_tokens` tokens greedily, one forward pass
     each on the last token with the KV cache. `new_tokens=0`: the prefill alone."""
     model.eval()
+    # transformers 5.2x names the KV cache `cache`; earlier releases `past_key_values`
+    name = ("cache" if "cache" in inspect.signature(model.forward).parameters
+            else "past_key_values")
 
     def run():
         output = model(input_ids=input_ids, use_cache=new_tokens > 0)
-        cache = output.past_key_values
         for _ in range(new_tokens):
             token = output.logits[:, -1:].argmax(-1)
-            output = model(input_ids=token, past_key_values=cache, use_cache=True)
-            cache = output.past_key_values
+            output = model(input_ids=token, use_cache=True, **{name: kv_cache(output)})
         return output.logits
 
     return run
+
+
+def kv_cache(output: Any) -> Any:
+    """The KV cache a HuggingFace model output carries (None without one)."""
+    for name in ("cache", "past_key_values"):
+        value = output.get(name) if hasattr(output, "get") else None
+        if value is not None:
+            return value
+    return None
