@@ -167,7 +167,7 @@ ZOO.append(ZooModel("HF DistilBERT encoder (from config)", "hf_encoder", _distil
                     full=_distilbert(dim=256, layers=4, heads=4, hidden=1024), needs="transformers",
                     full_name="HF DistilBERT 4 layers, dim 256"))
 ZOO.append(ZooModel("HF GPT-2 decoder (from config)", "hf_decoder", _gpt2(),
-                    kinds=frozenset({"inner"}), inputs="tokens",
+                    kinds=frozenset({"heads", "inner"}), inputs="tokens",
                     full=_gpt2(hidden=256, layers=4, heads=4, inner=1024), needs="transformers",
                     full_name="HF GPT-2 4 layers, hidden 256"))
 

@@ -222,3 +222,29 @@ def test_a_decoder_pruned_alike_in_every_layer_loads_with_plain_transformers(tmp
     assert plain.config.intermediate_size == 64
     with torch.no_grad():
         assert torch.allclose(plain(ids).logits, pruned(ids).logits, atol=1e-6)
+
+
+def test_gpt2_loses_whole_heads_of_its_fused_projection_and_still_generates(tmp_path):
+    from autoprune.huggingface import from_pretrained, save_pretrained
+    from autoprune.pruning.conversions import prepare
+    from autoprune.study.prepared import PreparedModel
+    from autoprune.study.space import resolve_search_space
+
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=8,
+                                     n_inner=128, n_positions=64)
+    torch.manual_seed(0)
+    model = prepare(transformers.GPT2LMHeadModel(config).eval())
+    ids = token_batches(1)[0][0]
+    prepared = PreparedModel.build(model, ids, resolve_search_space(model, None))
+    sparsity = {d.name: 0.5 if d.kind == "heads" else 0.0 for d in prepared.dimensions}
+    pruned = prepared.prune(sparsity, "l2").model.eval()
+    for block in pruned.transformer.h:  # 4 of 8 heads of 8 dimensions: a third of c_attn each
+        assert block.attn.num_heads == 4 and block.attn.split_size == 32
+        assert block.attn.c_attn.out_features == 96 and block.attn.c_proj.in_features == 32
+    prompt = ids[:2, :5]
+    with torch.no_grad():
+        cached = pruned.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=True)
+        uncached = pruned.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=False)
+        assert torch.equal(cached, uncached)
+        reloaded = from_pretrained(save_pretrained(pruned, tmp_path / "gpt2"))
+        assert torch.allclose(reloaded(ids).logits, pruned(ids).logits, atol=1e-6)

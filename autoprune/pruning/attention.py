@@ -27,6 +27,7 @@ class AttentionKind:
     head_dim: Callable[[nn.Module], int]
     set_heads: Callable[[nn.Module, int], None]
     by_torch_pruning: bool = True  # False: grouped_query.py cuts its heads
+    output_projection: str = ""    # the layer reading the heads (cut by grouped_query.py)
 
 
 def _is_linear(module, name: str) -> bool:
@@ -106,7 +107,7 @@ ATTENTION_KINDS = (
         matches=_is_grouped_query,
         projection_names=("q_proj", "k_proj", "v_proj"), outputs_per_projection=1,
         head_dim=lambda m: m.head_dim * m.num_key_value_groups, set_heads=_set_grouped_heads,
-        by_torch_pruning=False),
+        by_torch_pruning=False, output_projection="o_proj"),
     # HuggingFace transformers 5 encoders (ViT, ...): q_proj, k_proj, v_proj, reshaped with -1
     # heads of `head_dim`. As many key/value heads as query heads only: grouped-query
     # attention (Llama-style) needs whole key/value groups removed, which this does not do.
@@ -128,8 +129,10 @@ ATTENTION_KINDS = (
         projection_names=("q_lin", "k_lin", "v_lin"), outputs_per_projection=1,
         head_dim=lambda m: m.attention_head_size, set_heads=_set_distilbert_heads),
     # HuggingFace GPT-2-style attention: fused c_attn (a Conv1D, swapped for an nn.Linear by
-    # conversions.to_prunable before pruning), split into q, k, v by `split_size`. Cross-
-    # attention (q_attn) is not handled.
+    # conversions.to_prunable before pruning), split into q, k, v by `split_size`. Torch-
+    # Pruning does not map that split back to c_attn's rows, so grouped_query.py cuts whole
+    # heads (their rows in each third of c_attn, their columns of c_proj). Cross-attention
+    # (q_attn) is not handled.
     AttentionKind(
         name="HuggingFace GPT-2 c_attn",
         matches=lambda m: (_is_linear(m, "c_attn") and _is_linear(m, "c_proj")
@@ -137,7 +140,8 @@ ATTENTION_KINDS = (
                            and isinstance(getattr(m, "head_dim", None), int)
                            and hasattr(m, "split_size") and not hasattr(m, "q_attn")),
         projection_names=("c_attn",), outputs_per_projection=3,
-        head_dim=lambda m: m.head_dim, set_heads=_set_gpt2_heads),
+        head_dim=lambda m: m.head_dim, set_heads=_set_gpt2_heads,
+        by_torch_pruning=False, output_projection="c_proj"),
 )
 
 

@@ -1,17 +1,23 @@
-"""Grouped-query attention (Llama, Qwen2/3, Mistral): remove whole key/value groups.
+"""Attention whose heads Torch-Pruning cannot cut right: Llama-style grouped-query attention
+(whole key/value groups) and GPT-2's fused q/k/v projection (whole heads).
 
-In grouped-query attention, `num_key_value_groups` query heads share one key/value head. The
-unit to remove is a whole group: the key/value head (rows of k_proj and v_proj) with the query
-heads that read it (rows of q_proj) and their columns of o_proj. Then every remaining query
-head still finds its key/value head at the same ratio, the KV cache shrinks with the groups,
-and the module, which reshapes with -1 heads, runs unchanged.
-
+In grouped-query attention (Llama, Qwen2/3, Mistral), `num_key_value_groups` query heads share
+one key/value head. The unit to remove is a whole group: the key/value head (rows of k_proj
+and v_proj) with the query heads that read it (rows of q_proj) and their columns of o_proj.
+Then every remaining query head still finds its key/value head at the same ratio, the KV cache
+shrinks with the groups, and the module, which reshapes with -1 heads, runs unchanged.
 Torch-Pruning couples q, k and v through the key/value repetition, but maps a key/value
-channel to one query channel, not to the `num_key_value_groups` query heads that share it
-(and its own grouped-query mode hangs on these models), so these four layers are left out of
-its pruner and cut here with its per-layer pruning functions. The groups removed are those of
-smallest L2 norm over all four layers' weights. Each cut is recorded in the pruning history
-as a single-layer entry `[layer, is_output_channels, indices, "layer"]`, replayed as is.
+channel to one query channel, not to the query heads that share it (and its own grouped-query
+mode hangs on these models).
+
+GPT-2 computes q, k and v with one projection, c_attn, whose output is split in three; the
+unit is a head: its rows in each third of c_attn and its columns of c_proj. Torch-Pruning does
+not map the split back to c_attn's rows.
+
+So these layers are left out of Torch-Pruning's pruner and cut here with its per-layer
+pruning functions. The units removed are those of smallest L2 norm over the layers' weights.
+Each cut is recorded in the pruning history as a single-layer entry `[layer,
+is_output_channels, indices, "layer"]`, replayed as is.
 """
 
 from __future__ import annotations
@@ -28,24 +34,57 @@ LAYER_ONLY = "layer"  # a history entry that prunes its layer alone, not a depen
 
 
 def grouped_query_attention(model: nn.Module) -> list[AttentionModule]:
-    """The grouped-query attention modules of `model`, pruned here rather than by Torch-Pruning."""
-    return [a for a in find_attention(model) if a.kind.name.startswith("HuggingFace grouped")]
+    """The attention modules whose heads are cut here rather than by Torch-Pruning."""
+    return [a for a in find_attention(model) if not a.kind.by_torch_pruning]
+
+
+def output_projection(attention: AttentionModule) -> str:
+    return f"{attention.name}.{attention.kind.output_projection}"
 
 
 def projection_layers(model: nn.Module) -> list[nn.Module]:
-    """q, k, v and o of every grouped-query attention module (for Torch-Pruning to leave alone)."""
+    """Every layer cut here (for Torch-Pruning to leave alone)."""
     modules = dict(model.named_modules())
-    return [modules[f"{a.name}.{p}"] for a in grouped_query_attention(model)
-            for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    return [modules[name] for a in grouped_query_attention(model)
+            for name in (*a.projections, output_projection(a))]
 
 
-def _group_norms(module: nn.Module, groups: int) -> torch.Tensor:
-    """L2 norm of each key/value group's weights in q, k, v (rows) and o (columns)."""
-    def rows(weight: torch.Tensor) -> torch.Tensor:  # [groups] sums of squares
-        return weight.detach().float().pow(2).reshape(groups, -1).sum(1)
-    squares = (rows(module.q_proj.weight) + rows(module.k_proj.weight)
-               + rows(module.v_proj.weight) + rows(module.o_proj.weight.t().contiguous()))
-    return squares.sqrt()
+def _fused(attention: AttentionModule) -> bool:
+    return len(attention.projections) == 1  # GPT-2's c_attn: q, k and v in one layer
+
+
+def _units(module: nn.Module, attention: AttentionModule) -> int:
+    """Key/value groups (grouped-query) or heads (fused)."""
+    if _fused(attention):
+        return module.c_attn.out_features // (3 * module.head_dim)
+    return module.k_proj.out_features // module.head_dim
+
+
+def _unit_norms(module: nn.Module, attention: AttentionModule, units: int) -> torch.Tensor:
+    """L2 norm of each unit's weights: its rows of the projections, its output columns."""
+    def squares(weight: torch.Tensor, parts: int = 1) -> torch.Tensor:  # [units]
+        return weight.detach().float().pow(2).reshape(parts, units, -1).sum((0, 2))
+    output = getattr(module, attention.kind.output_projection).weight.t().contiguous()
+    if _fused(attention):
+        return (squares(module.c_attn.weight, 3) + squares(output)).sqrt()
+    return (squares(module.q_proj.weight) + squares(module.k_proj.weight)
+            + squares(module.v_proj.weight) + squares(output)).sqrt()
+
+
+def _cuts(module: nn.Module, attention: AttentionModule, removed: list[int]) -> list[tuple]:
+    """(layer name, is_output_channels, indices) removing the units `removed`."""
+    head_dim = module.head_dim
+    out = output_projection(attention)
+    if _fused(attention):  # c_attn rows: the head's slice of each of q, k and v
+        rows = [c for h in removed for c in range(h * head_dim, (h + 1) * head_dim)]
+        width = module.c_attn.out_features // 3
+        return [(attention.projections[0], True, [part * width + c for part in range(3)
+                                                  for c in rows]), (out, False, rows)]
+    kv = [c for g in removed for c in range(g * head_dim, (g + 1) * head_dim)]
+    query_width = head_dim * module.num_key_value_groups
+    queries = [c for g in removed for c in range(g * query_width, (g + 1) * query_width)]
+    q, k, v = attention.projections
+    return [(q, True, queries), (k, True, kv), (v, True, kv), (out, False, queries)]
 
 
 def removed_groups(groups: int, ratio: float) -> int:
@@ -54,29 +93,23 @@ def removed_groups(groups: int, ratio: float) -> int:
 
 
 def prune_groups(model: nn.Module, head_ratios: dict[str, float]) -> list[list]:
-    """Remove the weakest key/value groups of each grouped-query module at the ratio given
-    for any of its projections in `head_ratios` (as for other attention); returns the
-    history entries."""
+    """Remove the weakest units of each attention module cut here, at the ratio given for any
+    of its projections in `head_ratios` (as for other attention); returns history entries."""
     modules = dict(model.named_modules())
     history = []
     for attention in grouped_query_attention(model):
         module = modules[attention.name]
-        head_dim, shared = module.head_dim, module.num_key_value_groups
-        groups = module.k_proj.out_features // head_dim
+        units = _units(module, attention)
         ratio = max((float(head_ratios[n]) for n in attention.projections if n in head_ratios),
                     default=0.0)
-        count = removed_groups(groups, ratio)
+        count = removed_groups(units, ratio)
         if count == 0:
             continue
-        weakest = sorted(torch.argsort(_group_norms(module, groups))[:count].tolist())
-        kv = [c for g in weakest for c in range(g * head_dim, (g + 1) * head_dim)]
-        query_width = head_dim * shared
-        queries = [c for g in weakest for c in range(g * query_width, (g + 1) * query_width)]
-        cuts = [("q_proj", True, queries), ("k_proj", True, kv), ("v_proj", True, kv),
-                ("o_proj", False, queries)]
-        for name, is_out, indices in cuts:
-            history.append([f"{attention.name}.{name}", is_out, indices, LAYER_ONLY])
-        apply_layer_entries(model, history[-4:])
+        weakest = sorted(torch.argsort(_unit_norms(module, attention, units))[:count].tolist())
+        entries = [[name, is_out, indices, LAYER_ONLY]
+                   for name, is_out, indices in _cuts(module, attention, weakest)]
+        apply_layer_entries(model, entries)
+        history += entries
     return history
 
 

@@ -27,7 +27,7 @@ import torch_pruning as tp
 from ..errors import InvalidInputError
 from ..runtime.model_io import output_tensors, run_model
 from .attention import find_attention
-from .grouped_query import grouped_query_attention, projection_layers
+from .grouped_query import grouped_query_attention, output_projection, projection_layers
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -131,12 +131,12 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
         channels = graph.get_out_channels(root)
         entries.append([stage, kind, names[root], channels, layers, consumers])
     ignored_names = {names[module] for module in ignored or [] if module in names}
-    for attention in grouped_query_attention(model):  # whole key/value groups (grouped_query.py)
-        q, k, v = attention.projections
+    for attention in grouped_query_attention(model):  # cut whole (grouped_query.py)
+        root = attention.projections[len(attention.projections) // 2]  # k_proj, or c_attn
         if ignored_names.isdisjoint(attention.projections):
-            entries.append([stage_of(k, stage_pattern), "heads", k,
-                            dict(model.named_modules())[k].out_features, [q, k, v],
-                            [f"{attention.name}.o_proj"]])
+            entries.append([stage_of(root, stage_pattern), "heads", root,
+                            dict(model.named_modules())[root].out_features,
+                            list(attention.projections), [output_projection(attention)]])
 
     def collect():
         dims: dict[str, list] = {}
