@@ -255,4 +255,4 @@ def test_a_front_member_whose_checkpoint_another_worker_deleted_is_not_re_timed(
         return load(trial)
 
     result.load = load_or_gone
-    assert set(_loadable_front(result)) == {str(c.trial) for c in result.pareto[1:]}
+    assert set(_loadable_front(result, torch.device("cpu"))) == {str(c.trial) for c in result.pareto[1:]}

@@ -359,7 +359,7 @@ def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: 
     if result.pareto:
         logger.info(f"re-measuring the {len(result.pareto)} front members interleaved with the "
                     "unpruned model ...")
-        front = _loadable_front(result)
+        front = _loadable_front(result, prepared.device)
     if front:
         with ProgressBar("final re-timing", total=options.final_rounds, unit="round") as bar:
             final = interleaved_against_reference(front, prepared.model,
@@ -383,14 +383,15 @@ def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: 
     return result
 
 
-def _loadable_front(result: SearchResult) -> dict[str, nn.Module]:
-    """The front members' models by trial number. With several workers, another one's newer
+def _loadable_front(result: SearchResult, device: torch.device) -> dict[str, nn.Module]:
+    """The front members' models by trial number, on the timing device (checkpoints load on
+    the CPU). With several workers, another one's newer
     trial can push a member off the front, and its checkpoint away, while this one finishes:
     that member is no longer the front's, and is left out of the re-timing."""
     front = {}
     for candidate in result.pareto:
         try:
-            front[str(candidate.trial)] = result.load(candidate.trial)
+            front[str(candidate.trial)] = result.load(candidate.trial).to(device)
         except CheckpointError:
             logger.info(f"trial {candidate.trial} left the front while this worker finished "
                         "(another worker's trial beat it): not re-timed")
