@@ -165,6 +165,7 @@ def test_a_search_of_a_causal_lm_minimizes_perplexity(tmp_path):
     assert result.metric["name"] == "perplexity" and result.metric["direction"] == "minimize"
     done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
     assert done and all(math.isfinite(t.values[0]) and t.values[0] > 1 for t in done)
+    assert all("depth" in t.params for t in done)  # whole layers are searched too
     pick = result.pareto[0]
     reloaded = result.load(pick)
     assert perplexity(reloaded, val, "cpu") == pytest.approx(pick.accuracy, rel=1e-4)
@@ -248,3 +249,117 @@ def test_gpt2_loses_whole_heads_of_its_fused_projection_and_still_generates(tmp_
         assert torch.equal(cached, uncached)
         reloaded = from_pretrained(save_pretrained(pruned, tmp_path / "gpt2"))
         assert torch.allclose(reloaded(ids).logits, pruned(ids).logits, atol=1e-6)
+
+
+def _identity_block(model, index: int) -> None:
+    """Zero the layer's residual writes (attention and MLP output projections): the block
+    returns its input unchanged, so its block influence is 0."""
+    block = (model.transformer.h if hasattr(model, "transformer") else model.model.layers)[index]
+    writes = ((block.attn.c_proj, block.mlp.c_proj) if hasattr(block, "attn")
+              else (block.self_attn.o_proj, block.mlp.down_proj))
+    with torch.no_grad():
+        for layer in writes:
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+
+
+def _tiny_gpt2(layers: int = 4) -> nn.Module:
+    from autoprune.pruning.conversions import prepare
+
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=layers, n_head=8,
+                                     n_inner=128, n_positions=64)
+    torch.manual_seed(0)
+    return prepare(transformers.GPT2LMHeadModel(config).eval())
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_depth_pruning_removes_the_least_influential_layers_and_still_generates(family,
+                                                                                 tmp_path):
+    from autoprune.huggingface import from_pretrained, save_pretrained
+    from autoprune.pruning.depth import DEPTH
+    from autoprune.store.checkpoint import load_checkpoint, save_checkpoint
+    from autoprune.study.preflight import preflight
+    from autoprune.study.prepared import PreparedModel
+    from autoprune.study.space import resolve_search_space
+
+    model = _tiny_gpt2() if family == "gpt2" else tiny_decoder(family, layers=4)
+    _identity_block(model, 2)
+    ids = token_batches(1)[0][0]
+    space = resolve_search_space(model, None).for_target("cpu", ("fp32",))
+    assert space.depth == (0.0, 0.5)
+    prepared = PreparedModel.build(model, ids, space)
+    assert prepared.block_order[0] == 2  # the block that changes nothing goes first
+    preflight(prepared)
+    with torch.no_grad():
+        unpruned = prepared.model(ids).logits
+
+    shallower = prepared.prune({DEPTH: 0.25}, "l2")
+    pruned = shallower.model.eval()
+    stack = pruned.transformer.h if family == "gpt2" else pruned.model.layers
+    attention = [b.attn if family == "gpt2" else b.self_attn for b in stack]
+    assert len(stack) == pruned.config.num_hidden_layers == 3
+    assert [a.layer_idx for a in attention] == [0, 1, 2]  # their KV-cache slots
+    if family == "qwen2":
+        assert len(pruned.config.layer_types) == 3
+    assert model.config.num_hidden_layers == 4  # the user's model is left whole
+    with torch.no_grad():  # an identity block removed: the same function
+        assert torch.allclose(pruned(ids).logits, unpruned, atol=1e-5)
+        prompt = ids[:2, :5]
+        cached = pruned.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=True)
+        uncached = pruned.generate(prompt, max_new_tokens=6, do_sample=False, use_cache=False)
+        assert torch.equal(cached, uncached)
+        plain = transformers.AutoModelForCausalLM.from_pretrained(
+            save_pretrained(pruned, tmp_path / "plain")).eval()
+        assert torch.allclose(plain(ids).logits, pruned(ids).logits, atol=1e-5)
+
+    # with widths cut too: autoprune's checkpoint and save_pretrained round trips
+    sparsity = {d.name: 0.5 for d in prepared.dimensions if d.kind in ("heads", "inner")}
+    result = prepared.prune({**sparsity, DEPTH: 0.5}, "l2")
+    both = result.model.eval()
+    assert both.config.num_hidden_layers == 2
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "ckpt", both, prepared.model,
+                                             result.history, ids), prepared.model)
+    reloaded = from_pretrained(save_pretrained(both, tmp_path / "hf"))
+    with torch.no_grad():
+        expected = both(ids).logits
+        assert torch.equal(loaded(ids).logits, expected)
+        assert torch.allclose(reloaded(ids).logits, expected, atol=1e-6)
+        assert torch.equal(reloaded.generate(ids[:2, :5], max_new_tokens=6, do_sample=False),
+                           both.generate(ids[:2, :5], max_new_tokens=6, do_sample=False))
+
+
+def test_the_latency_model_predicts_removed_layers_faster():
+    import optuna
+
+    from autoprune.pruning.depth import DEPTH
+    from autoprune.study.latency import study_latency_model
+    from autoprune.study.prepared import PreparedModel
+    from autoprune.study.space import resolve_search_space
+    from autoprune.targets import get_target
+
+    model = tiny_decoder(layers=4)
+    ids = token_batches(1)[0][0]
+    prepared = PreparedModel.build(model, ids, resolve_search_space(model, None))
+    latency = study_latency_model(optuna.create_study(), prepared, get_target("cpu", "cpu", 1),
+                                  calibration_points=6, rounds=3, block_seconds=0.005)
+    assert latency.blocks == [f"model.layers.{i}" for i in prepared.block_order]
+    assert len(latency.coefficients) == 4  # a, b, c and the kept layers' share d
+    table, _ = latency.features({})
+    half_table, _ = latency.features({DEPTH: 0.5})
+    assert half_table < 0.75 * table  # two of four layers' projections leave the table
+    assert latency.relative({DEPTH: 0.5}) < latency.relative({DEPTH: 0.25}) < latency.relative({})
+
+
+def test_depth_asked_of_a_model_without_decoder_layers_is_refused_before_any_work(tmp_path):
+    import autoprune
+    from autoprune.errors import SearchSpaceError
+    from tiny_models import TinyResNet, tiny_data
+
+    space = tmp_path / "deep.yaml"
+    space.write_text("family: deep\nsparsity:\n  depth: [0.0, 0.5]\n")
+    train, val = tiny_data()
+    with pytest.raises(SearchSpaceError, match="no layer stack"):
+        autoprune.search(TinyResNet(), trials=1, train=train, val=val, search_space=space,
+                         output_dir=tmp_path, verbose=False)
+    assert not list(tmp_path.rglob("study.db"))

@@ -256,3 +256,16 @@ def test_a_front_member_whose_checkpoint_another_worker_deleted_is_not_re_timed(
 
     result.load = load_or_gone
     assert set(_loadable_front(result, torch.device("cpu"))) == {str(c.trial) for c in result.pareto[1:]}
+
+
+def test_a_search_runs_with_optunas_gaussian_process_sampler(tiny_search):
+    """The benchmark's autoprune-gp method: after the references, the GP sampler proposes
+    trials over autoprune's mixed space (levels, shifts, criterion, distillation)."""
+    import optuna
+
+    sampler = optuna.samplers.GPSampler(seed=0, n_startup_trials=3)
+    result = tiny_search(trials=6, sampler=sampler)
+    done = [t for t in result.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 6 and result.pareto
+    proposed = [t for t in done if "fixed_params" not in t.system_attrs]
+    assert proposed and all("criterion" in t.params for t in proposed)

@@ -11,6 +11,8 @@ optimizer, learning rate, distillation) and one wall-clock budget per method:
 - fastnas: NVIDIA Model Optimizer's FastNAS at FLOPs targets matched to the uniform sweep
   (optional: `pip install nvidia-modelopt requests torchprofile==0.0.4`);
 - autoprune-fp32: `autoprune.search` with precision fixed to fp32 (prune-only);
+- autoprune-gp: `autoprune.search` with Optuna's Gaussian-process sampler in place of TPE
+  (the same references first; the sampler comparison);
 - autoprune: `autoprune.search` as shipped (on a target that runs int8 it searches precision).
 
 Every model is timed on the chosen target (`--target`: PyTorch eager by default, ONNX Runtime
@@ -169,8 +171,9 @@ def torch_pruning_sweep(setup: BenchSetup, global_pruning: bool) -> list[BenchMo
 
 
 def autoprune_search(setup: BenchSetup, method: str) -> list[BenchModel]:
-    """autoprune's search (`method` "autoprune"), the same with fp32 only ("autoprune-fp32"),
-    or random search over its space ("random"): its front, fine-tuned already."""
+    """autoprune's search (`method` "autoprune"), the same with fp32 only ("autoprune-fp32")
+    or with the Gaussian-process sampler ("autoprune-gp"), or random search over its space
+    ("random"): its front, fine-tuned already."""
     from ..study.runner import search
 
     random = method == "random"
@@ -178,7 +181,8 @@ def autoprune_search(setup: BenchSetup, method: str) -> list[BenchModel]:
     space = replace(setup.space, uniform_ratios=(), warm_starts=()) if random else setup.space
     if method == "autoprune-fp32":
         space = replace(space, precisions=("fp32",), precision_requested=False)
-    sampler = optuna.samplers.RandomSampler(seed=setup.seed) if random else None
+    sampler = (optuna.samplers.RandomSampler(seed=setup.seed) if random else
+               optuna.samplers.GPSampler(seed=setup.seed) if method == "autoprune-gp" else None)
     started, started_at = time.perf_counter(), datetime.now()
     result = search(setup.model, budget=setup.budget_seconds, train=setup.train, val=setup.select,
                     device=setup.device, search_space=space, sampler=sampler,
@@ -344,7 +348,7 @@ def run_once(setup: BenchSetup, methods: tuple[str, ...]) -> dict[str, Any]:
             models += torch_pruning_sweep(setup, global_pruning=True)
         elif method == "uniform-int8":
             models += quantized_sweep(setup, uniform_sweep())
-        elif method in ("random", "autoprune", "autoprune-fp32"):
+        elif method in ("random", "autoprune", "autoprune-fp32", "autoprune-gp"):
             models += autoprune_search(setup, method)
         elif method == "fastnas":
             try:

@@ -19,11 +19,13 @@ from ..runtime.model_io import logits_of, output_tensors, run_model, to_device
 from .attention import pruner_head_arguments, sync_heads
 from .conversions import to_prunable
 from .criteria import get_criterion
+from .depth import BLOCKS, DEPTH, apply_block_entries, block_stack, prune_depth, removal_order
 from .grouped_query import apply_layer_entries, projection_layers, prune_groups
 from .grouping import PruningDimension, build_graph
 
 # [[layer name, is_out_channel_pruning, [channel indices]], ...]: Torch-Pruning's groups; an
-# entry with a fourth item "layer" prunes that layer alone (grouped_query.py)
+# entry with a fourth item "layer" prunes that layer alone (grouped_query.py), one with
+# "blocks" removes whole decoder layers of a stack (depth.py)
 PruningHistory = list
 
 
@@ -70,14 +72,20 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
                sparsity: dict[str, float], criterion: str, ignored_names: Iterable[str] = (),
                round_to: int | None = None, gradient_batches: Iterable = (),
                batch_loss: Callable | None = None,
-               device: str | torch.device = "cpu") -> PrunedModel:
+               device: str | torch.device = "cpu",
+               block_order: list[int] | None = None) -> PrunedModel:
     """A structurally pruned deep copy of `model`; `model` itself is never modified.
 
-    `sparsity` maps dimension names to the fraction of channels removed. `gradient_batches`
-    are used only by criteria that need gradients (Taylor), with `batch_loss(model, batch)`
-    (default: cross-entropy of the logits of (inputs, targets) batches).
+    `sparsity` maps dimension names to the fraction of channels removed, and `DEPTH` to the
+    share of decoder layers removed, in `block_order` (default: by block influence on the
+    example inputs). `gradient_batches` are used only by criteria that need gradients
+    (Taylor), with `batch_loss(model, batch)` (default: cross-entropy of the logits of
+    (inputs, targets) batches).
     """
     pruned = to_prunable(copy.deepcopy(model).to(device))
+    depth = float(sparsity.get(DEPTH, 0.0))
+    if depth > 0 and block_order is None and block_stack(pruned) is not None:
+        block_order = removal_order(pruned, to_device(example_inputs, device))
     spec = get_criterion(criterion)
     if spec.needs_gradients:
         _accumulate_gradients(pruned, gradient_batches, batch_loss or cross_entropy_of_logits,
@@ -99,6 +107,7 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
                for name, is_out, indices in pruner.pruning_history()]
     history += prune_groups(pruned, _head_ratios(dimensions, sparsity))
     sync_heads(pruned)
+    history += prune_depth(pruned, block_order or [], depth)  # last: widths use full names
     pruned.zero_grad(set_to_none=True)
     return PrunedModel(pruned, history)
 
@@ -111,8 +120,11 @@ def replay_history(model: nn.Module, example_inputs: Any, history: PruningHistor
         graph = build_graph(model, example_inputs)
         graph.load_pruning_history([(name, is_out, list(indices))
                                     for name, is_out, indices in groups])
-    apply_layer_entries(model, [entry for entry in history if len(entry) == 4])
+    apply_layer_entries(model, [entry for entry in history
+                                if len(entry) == 4 and entry[3] != BLOCKS])
     sync_heads(model)
+    apply_block_entries(model, [entry for entry in history
+                                if len(entry) == 4 and entry[3] == BLOCKS])
     return model
 
 

@@ -12,7 +12,10 @@ Built once per search and target, before the first trial, in two steps:
    copies timed against the unpruned model (paired): relative latency =
    a + b * (table time relative to unpruned) + c * (output elements relative to unpruned),
    least squares with b, c >= 0, leaving out a point far off the fit of the others (a
-   reading caught by a burst of load on a shared machine).
+   reading caught by a burst of load on a shared machine). Where whole decoder layers may be
+   removed (depth.py), the layers of the removed blocks leave the table and the elements, and
+   a third term, d * (share of blocks kept), carries what else each block costs (attention,
+   normalisations, per-layer overhead).
 
 Predictions are relative to the unpruned model, so they are applied to the study's reference
 latency just like a trial's measured speedup. The model is plain data (`to_dict`), stored with
@@ -22,6 +25,7 @@ the study: a worker joining later and a resumed study use the same table.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import statistics
 import time
@@ -32,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from ..pruning.attention import find_attention, head_count
+from ..pruning.depth import DEPTH, removed_blocks
 from ..pruning.grouping import PruningDimension
 from ..targets.base import Target
 from .model_io import run_model
@@ -95,11 +100,16 @@ class LatencyModel:
     round_to: int | None
     heads: dict[str, int]                     # heads dimension -> head count
     layers: list[LayerTable]
-    coefficients: tuple[float, float, float] = (0.0, 1.0, 0.0)  # a, b, c (module docstring)
+    coefficients: tuple[float, ...] = (0.0, 1.0, 0.0)  # a, b, c[, d] (module docstring)
     calibration: list[dict] = field(default_factory=list)  # {"sparsity", "measured", "predicted"}
     build_seconds: float = 0.0
     reference_ms: list[float] = field(default_factory=list)  # the unpruned model's readings
     # in the calibration's paired timings, spread over the build
+    blocks: list[str] = field(default_factory=list)  # decoder layers, in removal order
+
+    def _removed_prefixes(self, sparsity: dict[str, float]) -> tuple[str, ...]:
+        count = removed_blocks(len(self.blocks), float(sparsity.get(DEPTH, 0.0)))
+        return tuple(f"{block}." for block in self.blocks[:count])
 
     def _kept(self, channels: int, dim: str | None, sparsity: dict[str, float]) -> int:
         if dim is None:
@@ -118,23 +128,30 @@ class LatencyModel:
         return widths
 
     def features(self, sparsity: dict[str, float]) -> tuple[float, float]:
-        """(table milliseconds, output elements) of the tabled layers at `sparsity`."""
+        """(table milliseconds, output elements) of the tabled layers at `sparsity` (those of
+        removed decoder layers left out)."""
         table = elements = 0.0
+        removed = self._removed_prefixes(sparsity)
         for layer, (in_width, out_width) in zip(self.layers, self.widths(sparsity).values()):
+            if removed and layer.name.startswith(removed):
+                continue
             table += layer.lookup(in_width, out_width)
             elements += layer.elements_per_channel * out_width
         return table, elements
 
-    def relative_features(self, sparsity: dict[str, float]) -> tuple[float, float]:
+    def relative_features(self, sparsity: dict[str, float]) -> tuple[float, ...]:
+        """The calibration's features: table time and output elements relative to the
+        unpruned model's, and the share of decoder layers kept where depth is searched."""
         table, elements = self.features(sparsity)
         base_table, base_elements = self.features({})
-        return table / max(base_table, 1e-12), elements / max(base_elements, 1e-12)
+        features = (table / max(base_table, 1e-12), elements / max(base_elements, 1e-12))
+        if self.blocks:
+            features += (1 - len(self._removed_prefixes(sparsity)) / len(self.blocks),)
+        return features
 
     def relative(self, sparsity: dict[str, float]) -> float:
         """Predicted latency at `sparsity` as a fraction of the unpruned model's."""
-        a, b, c = self.coefficients
-        table, elements = self.relative_features(sparsity)
-        return max(1e-3, a + b * table + c * elements)
+        return max(1e-3, _predict(self.coefficients, self.relative_features(sparsity)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,15 +282,23 @@ def time_layers(model: nn.Module, inputs: Any, dimensions: list[PruningDimension
     return LatencyModel(target.name, round_to, heads, layers)
 
 
-def _fit_nonnegative_slopes(features: list[tuple[float, float]], targets: list[float],
-                            weights: list[float]) -> tuple[float, float, float]:
-    """Weighted least squares of y = a + b x1 + c x2 with b, c >= 0: every subset of the two
-    slopes is solved and the best fit with non-negative slopes wins (two slopes: four fits)."""
+def _predict(coefficients: tuple[float, ...], features: tuple[float, ...]) -> float:
+    """a + b x1 + c x2 [+ d x3]; models stored before the depth term have no d."""
+    return coefficients[0] + sum(slope * x for slope, x in zip(coefficients[1:], features))
+
+
+def _fit_nonnegative_slopes(features: list[tuple[float, ...]], targets: list[float],
+                            weights: list[float]) -> tuple[float, ...]:
+    """Weighted least squares of y = a + b x1 + c x2 [+ d x3] with non-negative slopes: every
+    subset of the slopes is solved and the best fit with non-negative slopes wins."""
     root = torch.tensor(weights, dtype=torch.float64).sqrt().unsqueeze(1)
     x = torch.tensor(features, dtype=torch.float64)
     y = torch.tensor(targets, dtype=torch.float64).unsqueeze(1)
-    best, best_error = (1.0, 0.0, 0.0), float("inf")
-    for used in ((0, 1), (0,), (1,), ()):
+    slopes = x.shape[1]
+    best, best_error = (1.0,) + (0.0,) * slopes, float("inf")
+    subsets = [used for size in range(slopes, -1, -1)
+               for used in itertools.combinations(range(slopes), size)]
+    for used in subsets:
         design = torch.cat([torch.ones(len(targets), 1, dtype=torch.float64), x[:, list(used)]],
                            dim=1)
         solution = torch.linalg.lstsq(root * design, root * y).solution.squeeze(1)
@@ -281,7 +306,7 @@ def _fit_nonnegative_slopes(features: list[tuple[float, float]], targets: list[f
             continue
         error = float(((root * (design @ solution.unsqueeze(1) - y)) ** 2).sum())
         if error < best_error - 1e-15:
-            coefficients = [float(solution[0]), 0.0, 0.0]
+            coefficients = [float(solution[0])] + [0.0] * slopes
             for index, value in zip(used, solution[1:].tolist()):
                 coefficients[1 + index] = value
             best, best_error = tuple(coefficients), error
@@ -296,7 +321,7 @@ def calibrate(model: LatencyModel, measured: Iterable[tuple[dict[str, float], fl
     targets = [y for _, y in points]
     weights = [max(3.0, len(points) / 3)] + [1.0] * (len(points) - 1)
 
-    def fit(used: list[int]) -> tuple[float, float, float]:
+    def fit(used: list[int]) -> tuple[float, ...]:
         return _fit_nonnegative_slopes([features[i] for i in used], [targets[i] for i in used],
                                        [weights[i] for i in used])
 
@@ -305,8 +330,8 @@ def calibrate(model: LatencyModel, measured: Iterable[tuple[dict[str, float], fl
     # unpruned point is exact and always stays).
     errors = {}
     for i in range(1, len(points)):
-        a, b, c = fit([j for j in range(len(points)) if j != i])
-        predicted = max(1e-6, a + b * features[i][0] + c * features[i][1])
+        coefficients = fit([j for j in range(len(points)) if j != i])
+        predicted = max(1e-6, _predict(coefficients, features[i]))
         errors[i] = abs(math.log(predicted / targets[i]))  # a ratio: high and low alike
     limit = max(0.05, 3 * statistics.median(errors.values())) if errors else 0.0
     outliers = {i for i, error in errors.items() if error > limit}
@@ -323,12 +348,15 @@ def build_latency_model(model: nn.Module, inputs: Any, dimensions: list[PruningD
                         calibration: Iterable[dict[str, float]],
                         measure_relative: Callable[[dict[str, float]], float],
                         on_progress: Callable[[], None] | None = None,
-                        table_block_seconds: float = 0.004) -> LatencyModel:
+                        table_block_seconds: float = 0.004,
+                        blocks: Iterable[str] = ()) -> LatencyModel:
     """Tables, then calibration on `calibration` sparsities timed by `measure_relative`
-    (pruned latency / unpruned latency, paired)."""
+    (pruned latency / unpruned latency, paired). `blocks`: the decoder layers a depth ratio
+    removes, in order (module names), where depth is searched."""
     started = time.perf_counter()
     latency_model = time_layers(model, inputs, dimensions, target, round_to,
                                 block_seconds=table_block_seconds, on_layer=on_progress)
+    latency_model.blocks = list(blocks)
     measured = []
     for sparsity in calibration:
         measured.append((sparsity, measure_relative(sparsity)))

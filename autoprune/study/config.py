@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from ..pruning.depth import DEPTH
 from ..pruning.grouping import PruningDimension
 from ..runtime.finetune import Distillation
 from .space import SearchSpace
@@ -21,7 +22,7 @@ SHIFT_PREFIX = "sparsity_shift:"
 class TrialConfig:
     """One point of the search space, as plain data."""
 
-    sparsity: dict[str, float]
+    sparsity: dict[str, float]  # dimension name -> ratio; DEPTH -> share of layers removed
     criterion: str
     distillation: Distillation
     lr: float
@@ -97,6 +98,8 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
                                                 step=step) if spread > 0 else 0.0
                   for dim in _searched(space, dimensions)}
         sparsity = _shifted_sparsity(space, dimensions, levels, shifts)
+    if _searches_depth(space):
+        sparsity[DEPTH] = trial.suggest_float(DEPTH, *space.depth, step=step)
     criterion = trial.suggest_categorical("criterion", list(space.criteria))
     kd = (Distillation(trial.suggest_float("kd_alpha", *space.kd_alpha),
                        trial.suggest_float("kd_temperature", *space.kd_temperature))
@@ -105,6 +108,10 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
     precision = (trial.suggest_categorical(PRECISION_PARAM, list(space.precisions))
                  if len(space.precisions) > 1 else space.precisions[0])
     return TrialConfig(sparsity, criterion, kd, lr, precision)
+
+
+def _searches_depth(space: SearchSpace) -> bool:
+    return space.depth[1] > space.depth[0]
 
 
 def _snap(value: float, low: float, high: float, step: float) -> float:
@@ -135,6 +142,8 @@ def reference_params(space: SearchSpace, dimensions: list[PruningDimension],
             params[f"{LEVEL_PREFIX}{kind}"] = _snap(ratios.get(kind, low), low, high, step)
         if _spread(space) > 0:
             params.update({f"{SHIFT_PREFIX}{dim.name}": 0.0 for dim in searched})
+    if _searches_depth(space):  # references keep every layer the space allows
+        params[DEPTH] = space.depth[0]
     params["criterion"] = "l2" if "l2" in space.criteria else space.criteria[0]
     params["kd_alpha"] = min(max(0.5, space.kd_alpha[0]), space.kd_alpha[1])
     params["kd_temperature"] = min(max(4.0, space.kd_temperature[0]), space.kd_temperature[1])
@@ -175,6 +184,8 @@ def config_from_params(params: dict[str, Any], dimensions: list[PruningDimension
     else:
         sparsity = {dim.name: params.get(f"{SPARSITY_PREFIX}{dim.name}",
                                          _sparsity_range(space, dim)[0]) for dim in dimensions}
+    if DEPTH in params:
+        sparsity[DEPTH] = params[DEPTH]
     return TrialConfig(sparsity, params["criterion"],
                        Distillation(params["kd_alpha"], params["kd_temperature"]), params["lr"],
                        params.get(PRECISION_PARAM, space.precisions[0]))

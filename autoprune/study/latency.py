@@ -84,7 +84,8 @@ def study_latency_model(study: optuna.Study, prepared: PreparedModel, target: Ta
         model = build_latency_model(
             prepared.model, prepared.example_inputs, prepared.dimensions, target,
             prepared.space.round_to, sparsities, relative,
-            on_progress=lambda: bar.update(1), table_block_seconds=table_block_seconds)
+            on_progress=lambda: bar.update(1), table_block_seconds=table_block_seconds,
+            blocks=prepared.blocks_in_removal_order())
     model.reference_ms = references
     errors = [abs(point["predicted"] - point["measured"]) / point["measured"]
               for point in model.calibration]

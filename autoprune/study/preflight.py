@@ -10,6 +10,7 @@ On failure it retries each dimension alone to name the layers that cannot be pru
 from __future__ import annotations
 
 from ..errors import InvalidInputError
+from ..pruning.depth import DEPTH
 from ..pruning.grouping import PruningDimension
 from ..runtime.model_io import output_tensors, run_model
 from .prepared import PreparedModel
@@ -46,6 +47,8 @@ def preflight(prepared: PreparedModel) -> None:
     """Raise `InvalidInputError` naming the layers that cannot be pruned."""
     dimensions = prepared.dimensions
     sparsity = {dim.name: _ratio(prepared.space, dim) for dim in dimensions}
+    if prepared.block_order is not None:  # whole decoder layers too, as deep as allowed
+        sparsity[DEPTH] = prepared.space.depth[1]
     model_name = type(prepared.model).__name__
     try:
         _try(prepared, sparsity, dimensions)

@@ -13,7 +13,9 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn as nn
 
+from ..errors import SearchSpaceError
 from ..pruning.conversions import prepare
+from ..pruning.depth import block_stack, removal_order
 from ..pruning.grouping import PruningDimension, ignored_modules, plan_dimensions
 from ..pruning.prune import PrunedModel, prune_copy
 from ..runtime.model_io import to_device
@@ -30,6 +32,7 @@ class PreparedModel:
     dimensions: list[PruningDimension]
     ignored_names: list[str]              # module names never pruned
     device: torch.device
+    block_order: list[int] | None = None  # decoder layers, least influential first (depth.py)
 
     @classmethod
     def build(cls, model: nn.Module, example_inputs: Any, space: SearchSpace,
@@ -46,7 +49,22 @@ class PreparedModel:
         ignored_names = [names[module] for module in ignored if module in names]
         dimensions = plan_dimensions(model, inputs, space.stage_pattern, space.max_dimensions,
                                      ignored)
-        return cls(model, inputs, space, dimensions, ignored_names, device)
+        block_order = None
+        if space.depth[1] > 0:
+            if block_stack(model) is None:
+                raise SearchSpaceError(
+                    f"{space.source}: sparsity.depth {list(space.depth)} removes decoder layers, "
+                    f"but {type(model).__name__} has no layer stack autoprune can shorten "
+                    "(HuggingFace decoders: Llama, Qwen2/3, Mistral, GPT-2); set it to [0, 0]")
+            block_order = removal_order(model, inputs)
+        return cls(model, inputs, space, dimensions, ignored_names, device, block_order)
+
+    def blocks_in_removal_order(self) -> list[str]:
+        """Module names of the decoder layers a depth ratio removes, first to go first."""
+        if self.block_order is None:
+            return []
+        name, _ = block_stack(self.model)
+        return [f"{name}.{index}" for index in self.block_order]
 
     def prune(self, sparsity: dict[str, float], criterion: str = "l2",
               gradient_batches: Iterable = (), batch_loss: Callable | None = None,
@@ -58,4 +76,4 @@ class PreparedModel:
         return prune_copy(self.model, self.example_inputs,
                           self.dimensions if dimensions is None else dimensions, sparsity,
                           criterion, self.ignored_names, self.space.round_to, gradient_batches,
-                          batch_loss, self.device)
+                          batch_loss, self.device, self.block_order)

@@ -45,6 +45,7 @@ class SearchSpace:
     sparsity: dict[str, tuple[float, float]] = field(default_factory=dict)
     sparsity_step: float = 0.05
     sparsity_spread: float | None = None
+    depth: tuple[float, float] = (0.0, 0.0)  # fraction of decoder layers removed (depth.py)
     criteria: tuple[str, ...] = ()
     kd_alpha: tuple[float, float] = (0.0, 1.0)
     kd_temperature: tuple[float, float] = (1.0, 8.0)
@@ -66,6 +67,8 @@ class SearchSpace:
         data.pop("precision_requested")
         if data["precisions"] == ("fp32",):
             data.pop("precisions")
+        if data["depth"] == (0.0, 0.0):  # studies from before depth was searched resume
+            data.pop("depth")
         return data
 
     def for_target(self, target_name: str, runnable: tuple[str, ...]) -> "SearchSpace":
@@ -183,6 +186,7 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
 
     sparsity = {kind: read.interval(f"sparsity.{kind}", 0.0, 0.95) for kind in SPARSITY_KINDS}
     step = read.number("sparsity.step", 0.001, 0.5)
+    depth = read.interval("sparsity.depth", 0.0, 0.9)
     spread = read.get("sparsity.spread")
     if spread is not None:
         spread = read.number("sparsity.spread", 0.0, 0.95)
@@ -220,7 +224,8 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
     return SearchSpace(
         family=family, source=str(path), matches=matches, stage_pattern=stage_pattern,
         max_dimensions=max_dimensions, round_to=round_to, ignored_layers=ignored,
-        sparsity=sparsity, sparsity_step=step, sparsity_spread=spread, criteria=criteria,
+        sparsity=sparsity, sparsity_step=step, sparsity_spread=spread, depth=depth,
+        criteria=criteria,
         kd_alpha=read.interval("distillation.alpha", 0.0, 1.0),
         kd_temperature=read.interval("distillation.temperature", 0.1, 100.0),
         lr=lr, optimizer=optimizer, uniform_ratios=uniform_ratios,

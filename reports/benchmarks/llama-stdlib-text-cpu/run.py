@@ -6,8 +6,9 @@ The text is the documentation of Python's standard library (autoprune.integratio
 tokenized by a byte-level BPE trained on it. The model: Llama, hidden 256, 4 layers, 8 query
 heads sharing 2 key/value heads, SwiGLU 768, tied embeddings. It is trained from scratch with
 AdamW for `--train-minutes` (cached in reports/models), then `autoprune.search` prunes whole
-key/value groups and the MLP width per layer, scored by validation perplexity, timed reading a
-batch of prompts and generating `--decode-tokens` tokens with the KV cache.
+key/value groups and the MLP width per layer, and whole decoder layers, scored by validation
+perplexity, timed reading a batch of prompts and generating `--decode-tokens` tokens with the
+KV cache.
 """
 
 import argparse
@@ -29,6 +30,7 @@ parser.add_argument("--budget", default="6m")
 parser.add_argument("--decode-tokens", type=int, default=16)
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--study-name", default=None, help="default: llama-stdlib-seed<seed>")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
@@ -65,19 +67,21 @@ print(f"{params / 1e6:.2f} M parameters, vocabulary {vocabulary}, "
 print(f"unpruned validation perplexity {perplexity(model, val, 'cpu'):.2f}")
 
 result = autoprune.search(model, budget=args.budget, train=train, val=val, threads=args.threads,
-                          study_name=f"llama-stdlib-seed{args.seed}", seed=args.seed,
+                          study_name=args.study_name or f"llama-stdlib-seed{args.seed}",
+                          seed=args.seed,
                           options=SearchOptions(decode_tokens=args.decode_tokens))
 batch = next(iter(val))[0].shape[0]
 final = result.study.user_attrs.get("final_latency_ms") or {}
 print(f"unpruned: perplexity {result.baseline['accuracy']:.2f}, "
       f"{final.get('baseline', result.baseline['latency_ms']):.1f} ms per prompt batch + "
       f"{args.decode_tokens} tokens ({batch} sequences)")
-print("| trial | perplexity | latency ms | speedup | decode tokens/s | parameters | KV groups kept |")
-print("|---|---|---|---|---|---|---|")
+print("| trial | perplexity | latency ms | speedup | decode tokens/s | parameters | layers | "
+      "KV groups kept |")
+print("|---|---|---|---|---|---|---|---|")
 for c in result.pareto:
     kept = result.study.trials[c.trial].user_attrs.get("kept_channels") or {}
     groups = [v // (256 // 8) for k, v in kept.items() if k.endswith("k_proj")]
     print(f"| {c.trial} | {c.accuracy:.2f} | {c.latency_ms:.1f} | {c.speedup:.2f}x | "
           f"{batch * args.decode_tokens / c.latency_ms * 1e3:.0f} | {c.params / 1e6:.2f} M | "
-          f"{groups} |")
+          f"{len(groups)} | {groups} |")
 print(f"report: {result.report_path}")
