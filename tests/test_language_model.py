@@ -171,7 +171,7 @@ def test_a_search_of_a_causal_lm_minimizes_perplexity(tmp_path):
     assert perplexity(reloaded, val, "cpu") == pytest.approx(pick.accuracy, rel=1e-4)
 
 
-def test_a_causal_lm_is_timed_reading_the_prompt_then_generating_with_the_cache():
+def test_a_causal_lm_is_timed_decoding_with_the_cache_after_its_prompt():
     from autoprune.targets import get_target
 
     model = tiny_decoder()
@@ -183,13 +183,25 @@ def test_a_causal_lm_is_timed_reading_the_prompt_then_generating_with_the_cache(
         with_kwargs=True)
     target = get_target("cpu", "cpu", 1)
     target.decode_tokens = 3
+    assert target.lm_latency == "decode"  # the default: decode throughput
     prompt = token_batches(1)[0][0]
+    with torch.no_grad():
+        decode = target.runnable(model, prompt)
+        assert calls == [(16, 0)]  # the prompt is read once, when the runnable is made
+        calls.clear()
+        decode()
+        decode()
+    # each call: one pass per new token over the cache, then the cache is cut back to the
+    # prompt, so the second call does the same work as the first
+    assert calls == [(1, 16), (1, 17), (1, 18)] * 2
+    calls.clear()
+    target.lm_latency = "generate"
     with torch.no_grad():
         target.runnable(model, prompt)()
     # one pass over the 16-token prompt, then one per new token over the growing cache
     assert calls == [(16, 0), (1, 16), (1, 17), (1, 18)]
     calls.clear()
-    target.decode_tokens = 0
+    target.lm_latency = "prefill"
     with torch.no_grad():
         target.runnable(model, prompt)()
     assert calls == [(16, None)]  # the prompt alone, no cache kept
@@ -363,3 +375,52 @@ def test_depth_asked_of_a_model_without_decoder_layers_is_refused_before_any_wor
         autoprune.search(TinyResNet(), trials=1, train=train, val=val, search_space=space,
                          output_dir=tmp_path, verbose=False)
     assert not list(tmp_path.rglob("study.db"))
+
+
+def _saved_decoder_with_tokenizer(directory, text: str):
+    """A tiny Llama saved with a byte-level BPE tokenizer trained on `text` beside it."""
+    from autoprune.integrations.text_data import byte_level_bpe
+
+    bpe = byte_level_bpe(text, vocab_size=300)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
+    config = transformers.LlamaConfig(vocab_size=bpe.get_vocab_size(), hidden_size=64,
+                                      intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=8, num_key_value_heads=2,
+                                      max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_the_command_line_searches_a_causal_lm_on_a_text_file_in_its_own_tokens(tmp_path,
+                                                                                  capsys):
+    import optuna
+
+    from autoprune.cli import main
+    from autoprune.integrations.text_data import standard_library_text
+
+    text = standard_library_text(["json", "csv"])
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    model_dir = _saved_decoder_with_tokenizer(tmp_path / "llama", text)
+    common = ["search", "--model", str(model_dir), "--trials", "2", "--seq-len", "16",
+              "--batch-size", "4", "--finetune-steps", "2", "--threads", "1",
+              "--output-dir", str(tmp_path / "runs"), "--study-name", "lm"]
+
+    # an image task for a language model, or text without a tokenizer: refused before any work
+    assert main([*common, "--data", "digits"]) == 2
+    assert "causal language model" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    transformers.LlamaForCausalLM.from_pretrained(model_dir).save_pretrained(bare)
+    assert main([*common[:2], str(bare), *common[3:], "--data", str(corpus)]) == 2
+    assert "no tokenizer" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").rglob("study.db"))
+
+    assert main([*common, "--data", str(corpus)]) == 0
+    study = optuna.load_study(study_name="lm",
+                              storage=f"sqlite:///{tmp_path / 'runs' / 'lm' / 'study.db'}")
+    assert study.directions[0] == optuna.study.StudyDirection.MINIMIZE  # perplexity
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and all(t.values[0] > 1 for t in done)
+    assert "perplexity" in capsys.readouterr().err

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..runtime.model_io import run_model
+from ..runtime.model_io import run_hooked
 
 BLOCKS = "blocks"  # the history marker of a depth cut
 DEPTH = "depth"    # the sparsity key holding a trial's depth ratio
@@ -71,15 +71,10 @@ def block_influence(model: nn.Module, inputs: Any) -> list[float]:
             seen[index].append(_hidden(output))
         return hook
 
-    hooks = [h for index, block in enumerate(stack)
-             for h in (block.register_forward_pre_hook(before(index), with_kwargs=True),
-                       block.register_forward_hook(after(index), with_kwargs=True))]
-    try:
-        with torch.inference_mode():
-            run_model(model, inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    run_hooked(model, inputs, [
+        hook for index, block in enumerate(stack)
+        for hook in (block.register_forward_pre_hook(before(index), with_kwargs=True),
+                     block.register_forward_hook(after(index), with_kwargs=True))])
     return [1.0 - float(F.cosine_similarity(seen[i][0].float(), seen[i][1].float(),
                                             dim=-1).mean()) for i in range(len(stack))]
 

@@ -15,7 +15,9 @@ than `max_dimensions`, inner dimensions are merged one level up (`layer1.0` -> `
 
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -70,9 +72,21 @@ def ignored_modules(model: nn.Module, example_inputs: Any, patterns) -> list[nn.
             if name in keep or (name and any(p.search(name) for p in compiled))]
 
 
+@contextlib.contextmanager
+def unwrapped_parameters_quiet():
+    """Torch-Pruning warns, on every trace, about each parameter outside a layer type it
+    knows (a Llama RMSNorm weight, a ViT position embedding) and then does what it says:
+    the parameter follows the channels of its last dimension. Nothing a user can act on,
+    printed once per trial."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        yield
+
+
 def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
-                                                 output_transform=output_tensors)
+    with unwrapped_parameters_quiet():
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs,
+                                                     output_transform=output_tensors)
 
 
 def _is_residual_group(group) -> bool:

@@ -21,7 +21,7 @@ from .conversions import to_prunable
 from .criteria import get_criterion
 from .depth import BLOCKS, DEPTH, apply_block_entries, block_stack, prune_depth, removal_order
 from .grouped_query import apply_layer_entries, projection_layers, prune_groups
-from .grouping import PruningDimension, build_graph
+from .grouping import PruningDimension, build_graph, unwrapped_parameters_quiet
 
 # [[layer name, is_out_channel_pruning, [channel indices]], ...]: Torch-Pruning's groups; an
 # entry with a fourth item "layer" prunes that layer alone (grouped_query.py), one with
@@ -91,17 +91,18 @@ def prune_copy(model: nn.Module, example_inputs: Any, dimensions: list[PruningDi
         _accumulate_gradients(pruned, gradient_batches, batch_loss or cross_entropy_of_logits,
                               device)
     modules = dict(pruned.named_modules())
-    pruner = tp.pruner.MetaPruner(
-        pruned,
-        example_inputs=to_device(example_inputs, device),
-        importance=spec.make_importance(),
-        pruning_ratio=0.0,
-        pruning_ratio_dict=_module_ratios(pruned, dimensions, sparsity),
-        ignored_layers=[modules[name] for name in ignored_names] + projection_layers(pruned),
-        round_to=round_to,
-        output_transform=output_tensors,
-        **pruner_head_arguments(pruned, _head_ratios(dimensions, sparsity)),
-    )
+    with unwrapped_parameters_quiet():
+        pruner = tp.pruner.MetaPruner(
+            pruned,
+            example_inputs=to_device(example_inputs, device),
+            importance=spec.make_importance(),
+            pruning_ratio=0.0,
+            pruning_ratio_dict=_module_ratios(pruned, dimensions, sparsity),
+            ignored_layers=[modules[name] for name in ignored_names] + projection_layers(pruned),
+            round_to=round_to,
+            output_transform=output_tensors,
+            **pruner_head_arguments(pruned, _head_ratios(dimensions, sparsity)),
+        )
     pruner.step()
     history = [[name, bool(is_out), [int(i) for i in indices]]
                for name, is_out, indices in pruner.pruning_history()]

@@ -89,23 +89,50 @@ def causal_lm_task(val: Iterable, device) -> Task:
                 direction=MINIMIZE, metric_name="perplexity", top1=False)
 
 
-def generation_runner(model: nn.Module, input_ids: torch.Tensor, new_tokens: int):
-    """A zero-argument callable that does what a user of a causal LM runs: read the prompt
-    batch `input_ids` (prefill), then generate `new_tokens` tokens greedily, one forward pass
-    each on the last token with the KV cache. `new_tokens=0`: the prefill alone."""
+# what a causal LM's latency times (SearchOptions.lm_latency): the new tokens alone, the
+# prompt read and the new tokens, or the prompt alone
+LM_LATENCIES = ("decode", "generate", "prefill")
+
+
+def generation_runner(model: nn.Module, input_ids: torch.Tensor, new_tokens: int,
+                      timing: str = "generate"):
+    """A zero-argument callable running what a user of a causal LM waits for.
+
+    "generate": read the prompt batch `input_ids` (prefill), then generate `new_tokens` tokens
+    greedily, one forward pass each on the last token with the KV cache. "decode": only those
+    `new_tokens` passes: the prompt is read once, here, and each call generates from its cache
+    and then cuts the cache back to the prompt, so every call does the same work (batch x
+    new_tokens / latency is decode throughput). "prefill", or `new_tokens=0`: the prompt alone.
+    """
     model.eval()
     # transformers 5.2x names the KV cache `cache`; earlier releases `past_key_values`
     name = ("cache" if "cache" in inspect.signature(model.forward).parameters
             else "past_key_values")
 
-    def run():
-        output = model(input_ids=input_ids, use_cache=new_tokens > 0)
+    def next_token(output):
+        token = output.logits[:, -1:].argmax(-1)
+        return model(input_ids=token, use_cache=True, **{name: kv_cache(output)})
+
+    if timing == "prefill" or new_tokens == 0:
+        return lambda: model(input_ids=input_ids, use_cache=False).logits
+    if timing == "generate":
+        def generate():
+            output = model(input_ids=input_ids, use_cache=True)
+            for _ in range(new_tokens):
+                output = next_token(output)
+            return output.logits
+        return generate
+    with torch.inference_mode():
+        prompt = model(input_ids=input_ids, use_cache=True)
+
+    def decode():
+        output = prompt
         for _ in range(new_tokens):
-            token = output.logits[:, -1:].argmax(-1)
-            output = model(input_ids=token, use_cache=True, **{name: kv_cache(output)})
+            output = next_token(output)
+        kv_cache(prompt).crop(-new_tokens)  # negative: tokens removed from the end
         return output.logits
 
-    return run
+    return decode
 
 
 def kv_cache(output: Any) -> Any:

@@ -39,7 +39,7 @@ from ..pruning.attention import find_attention, head_count
 from ..pruning.depth import DEPTH, removed_blocks
 from ..pruning.grouping import PruningDimension
 from ..targets.base import Target
-from .model_io import run_model
+from .model_io import run_hooked
 
 LADDER = (0.0, 0.25, 0.5, 0.75, 0.9)  # ratios at which each layer is timed
 
@@ -174,14 +174,8 @@ def _layer_inputs(model: nn.Module, inputs: Any, names: set[str]) -> dict[str, t
             shapes.setdefault(name, (tuple(args[0].shape), tuple(out.shape)))
         return hook
 
-    hooks = [modules[name].register_forward_hook(record(name))
-             for name in names if name in modules]
-    try:
-        with torch.inference_mode():
-            run_model(model, inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    run_hooked(model, inputs, [modules[name].register_forward_hook(record(name))
+                               for name in names if name in modules])
     return shapes
 
 

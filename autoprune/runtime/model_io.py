@@ -22,6 +22,17 @@ def run_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+def run_hooked(model: nn.Module, inputs: Any, hooks: list) -> None:
+    """One inference pass that feeds the forward `hooks` (handles already registered),
+    which are removed afterwards whatever happens."""
+    try:
+        with torch.inference_mode():
+            run_model(model, inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def output_tensors(output: Any) -> list[torch.Tensor]:
     """Every tensor in a model's output (tensor, tuple, dict or HuggingFace ModelOutput).
 

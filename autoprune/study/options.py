@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
+from ..runtime.language_model import LM_LATENCIES
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,11 @@ class SearchOptions:
     # with int8 searched and a time budget: each fp32 front member's fine-tuned weights are
     # also tried in int8 (promotion.quantize_front), seconds each instead of a whole trial
     int8_twins: bool = True
-    # a causal LM's latency: its example batch read (prefill), then this many tokens generated
-    # one at a time with the KV cache; 0: the prefill alone
+    # a causal LM's latency (runtime/language_model.py): "decode", generating decode_tokens
+    # tokens one at a time with the KV cache after the example batch as the prompt (decode
+    # throughput = batch x decode_tokens / latency); "generate", the prompt read and those
+    # tokens; "prefill", the prompt alone
+    lm_latency: str = "decode"
     decode_tokens: int = 16
 
     @property
@@ -54,6 +58,9 @@ class SearchOptions:
         if self.promote_share is not None and not 0 <= self.promote_share < 1:
             raise InvalidInputError(f"SearchOptions.promote_share must lie in [0, 1), "
                                     f"got {self.promote_share!r}")
+        if self.lm_latency not in LM_LATENCIES:
+            raise InvalidInputError(f"SearchOptions.lm_latency must be one of "
+                                    f"{', '.join(LM_LATENCIES)}, got {self.lm_latency!r}")
         if not (isinstance(self.decode_tokens, int) and self.decode_tokens >= 0):
             raise InvalidInputError(f"SearchOptions.decode_tokens must be a whole number of at "
                                     f"least 0, got {self.decode_tokens!r}")

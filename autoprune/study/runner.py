@@ -512,6 +512,7 @@ def search(
                                     "(the largest allowed rise of the metric)")
         timing_target = get_target(target, device, threads)
         timing_target.decode_tokens = options.decode_tokens
+        timing_target.lm_latency = options.lm_latency
         metric, loss_fn = metric or top1_accuracy, loss or F.cross_entropy
         ignored_layers = [ignored_layers] if isinstance(ignored_layers, str) else ignored_layers
         space = resolve_search_space(model, search_space).for_target(

@@ -28,8 +28,10 @@ class Target:
     description = ""
     device_type = "cpu"  # the torch device type it runs on
     precisions: tuple[str, ...] = ("fp32",)  # what it can time (search-space `precision`)
-    # a causal LM is timed reading its example batch and then generating this many tokens
-    # with the KV cache (runtime/language_model.py; SearchOptions.decode_tokens)
+    # a causal LM is timed generating this many tokens with the KV cache after its example
+    # batch as the prompt, the prompt's reading not timed ("decode"), timed ("generate") or
+    # alone ("prefill"): runtime/language_model.py; SearchOptions.lm_latency, decode_tokens
+    lm_latency: str = "decode"
     decode_tokens: int = 16
 
     @classmethod

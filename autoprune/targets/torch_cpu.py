@@ -67,8 +67,8 @@ class TorchCPU(Target):
 
     def runnable(self, model: nn.Module, inputs: Any) -> Runnable:
         model.eval()
-        if is_causal_lm(model):  # the prompt read, then tokens generated with the KV cache
-            return generation_runner(model, inputs, self.decode_tokens)
+        if is_causal_lm(model):  # tokens generated with the KV cache (SearchOptions.lm_latency)
+            return generation_runner(model, inputs, self.decode_tokens, self.lm_latency)
         return lambda: run_model(model, inputs)
 
     def activation_peak_bytes(self, model: nn.Module, inputs: Any) -> int:

@@ -35,7 +35,7 @@ class TorchCUDA(Target):
     def runnable(self, model: nn.Module, inputs: Any) -> Runnable:
         model.eval()
         if is_causal_lm(model):  # a growing KV cache: no fixed graph to capture
-            return generation_runner(model, inputs, self.decode_tokens)
+            return generation_runner(model, inputs, self.decode_tokens, self.lm_latency)
         eager = lambda: run_model(model, inputs)  # noqa: E731
         if not self.use_graphs:
             return eager

@@ -28,6 +28,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--train-minutes", type=float, default=4.0)
 parser.add_argument("--budget", default="6m")
 parser.add_argument("--decode-tokens", type=int, default=16)
+parser.add_argument("--lm-latency", default="decode", choices=("decode", "generate", "prefill"))
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--study-name", default=None, help="default: llama-stdlib-seed<seed>")
@@ -69,13 +70,16 @@ print(f"unpruned validation perplexity {perplexity(model, val, 'cpu'):.2f}")
 result = autoprune.search(model, budget=args.budget, train=train, val=val, threads=args.threads,
                           study_name=args.study_name or f"llama-stdlib-seed{args.seed}",
                           seed=args.seed,
-                          options=SearchOptions(decode_tokens=args.decode_tokens))
+                          options=SearchOptions(decode_tokens=args.decode_tokens,
+                                                lm_latency=args.lm_latency))
 batch = next(iter(val))[0].shape[0]
 final = result.study.user_attrs.get("final_latency_ms") or {}
+timed = {"decode": f"{args.decode_tokens} new tokens", "prefill": "the prompt batch",
+         "generate": f"the prompt batch + {args.decode_tokens} tokens"}[args.lm_latency]
 print(f"unpruned: perplexity {result.baseline['accuracy']:.2f}, "
-      f"{final.get('baseline', result.baseline['latency_ms']):.1f} ms per prompt batch + "
-      f"{args.decode_tokens} tokens ({batch} sequences)")
-print("| trial | perplexity | latency ms | speedup | decode tokens/s | parameters | layers | "
+      f"{final.get('baseline', result.baseline['latency_ms']):.1f} ms per {timed} "
+      f"({batch} sequences)")
+print("| trial | perplexity | latency ms | speedup | tokens/s | parameters | layers | "
       "KV groups kept |")
 print("|---|---|---|---|---|---|---|---|")
 for c in result.pareto:
