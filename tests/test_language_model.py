@@ -424,3 +424,19 @@ def test_the_command_line_searches_a_causal_lm_on_a_text_file_in_its_own_tokens(
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2 and all(t.values[0] > 1 for t in done)
     assert "perplexity" in capsys.readouterr().err
+
+
+def test_a_causal_lm_study_is_not_resumed_with_another_latency(tmp_path):
+    """A decode latency and a generate latency must not meet in one study's front."""
+    from dataclasses import replace
+
+    import autoprune
+    from autoprune.errors import InvalidInputError
+    from tiny_models import QUICK
+
+    batches = token_batches()
+    settings = dict(trials=1, train=batches, val=batches, output_dir=tmp_path, study_name="lm",
+                    finetune_steps=1, threads=1, verbose=False, write_report=False)
+    autoprune.search(tiny_decoder(), options=replace(QUICK, lm_latency="generate"), **settings)
+    with pytest.raises(InvalidInputError, match="lm_timing"):
+        autoprune.search(tiny_decoder(), options=QUICK, **settings)

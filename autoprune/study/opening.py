@@ -38,15 +38,21 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def search_identity(prepared: PreparedModel, constraints: dict[str, float]) -> dict:
-    """What must be equal for two processes to add trials to one study."""
+def search_identity(prepared: PreparedModel, constraints: dict[str, float],
+                    lm_timing: dict | None = None) -> dict:
+    """What must be equal for two processes to add trials to one study; for a causal LM also
+    what its latency times (`lm_timing`: a decode latency must not meet a generate one)."""
     model = prepared.model
-    return {"model": f"{type(model).__module__}.{type(model).__qualname__} "
-                     f"{model_identifiers(model)[0]}",
-            "weights_sha256": model_fingerprint(model),
-            "search_space": prepared.space.fingerprint(),
-            "dimensions": [d.name for d in prepared.dimensions], "constraints": constraints,
-            "device": prepared.device.type, "batch_size": batch_size_of(prepared.example_inputs)}
+    identity = {"model": f"{type(model).__module__}.{type(model).__qualname__} "
+                         f"{model_identifiers(model)[0]}",
+                "weights_sha256": model_fingerprint(model),
+                "search_space": prepared.space.fingerprint(),
+                "dimensions": [d.name for d in prepared.dimensions], "constraints": constraints,
+                "device": prepared.device.type,
+                "batch_size": batch_size_of(prepared.example_inputs)}
+    if lm_timing is not None:
+        identity["lm_timing"] = lm_timing
+    return identity
 
 
 def open_study(name: str, storage, sampler, metric_name: str = OBJECTIVE_NAMES[0],

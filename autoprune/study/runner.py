@@ -206,7 +206,7 @@ def _prepare(model: nn.Module, train: Iterable, val: Iterable | None, space: Sea
 
 def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, storage,
                   study_name: str | None, output_dir, artifacts, sampler,
-                  seed: int | None, task: Task) -> _Session:
+                  seed: int | None, task: Task, target: Target) -> _Session:
     """Open the study (or join it, when the search is the same) and its artifact store."""
     space = prepared.space
     study_name = study_name or default_study_name(prepared.model)
@@ -217,7 +217,9 @@ def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, st
         multivariate=True, seed=seed, constant_liar=True,
         n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts) + 5))
     study, created = open_study(study_name, storage, sampler, task.metric_name, task.direction)
-    check_same_search(study, search_identity(prepared, constraints), where)
+    lm_timing = ({"lm_latency": target.lm_latency, "decode_tokens": target.decode_tokens}
+                 if is_causal_lm(prepared.model) else None)
+    check_same_search(study, search_identity(prepared, constraints, lm_timing), where)
     if created:  # enqueued once per study, whatever the number of workers
         enqueue_references(study, prepared)
     artifact_location = artifacts if artifacts is not None else run_dir / "artifacts"
@@ -522,7 +524,8 @@ def search(
                             task, user, timing_target, example_inputs)
         # 3. open the study, or join it
         session = _open_or_join(prepared, parsed_constraints, parsed_budget, storage,
-                                study_name, output_dir, artifacts, sampler, seed, task)
+                                study_name, output_dir, artifacts, sampler, seed, task,
+                                timing_target)
         session.finetune_inputs = {"data": (train, val), "metric": metric, "loss": loss_fn,
                                    "task": task}
         if seed is not None:
