@@ -433,12 +433,14 @@ def _is_causal_lm_directory(model: str) -> bool:
             "architectures") or []
     except (OSError, ValueError, AttributeError):
         return False
-    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures)
+    from .runtime.language_model import is_causal_lm_class
+
+    return any(is_causal_lm_class(name) for name in architectures)
 
 
 def _language_model_and_text(args) -> tuple:
-    """`(model, train, val)` for a causal LM directory: its text read and checked first, then
-    the model and the tokenizer saved beside it."""
+    """`(model, train, val)` for a causal LM directory: its text read and its tokenizer loaded
+    first, then the model."""
     from .integrations.text_data import causal_lm_loaders, model_tokenizer, read_text
 
     if args.data in BUNDLED_DATA:
@@ -448,10 +450,10 @@ def _language_model_and_text(args) -> tuple:
     if args.seq_len < 2:
         raise InvalidInputError(f"--seq-len must be at least 2 tokens, got {args.seq_len}")
     text = read_text(args.data)
+    tokenizer = model_tokenizer(args.model)  # before the model: loading it is the expensive part
     model = _load_model(args, num_classes=None)
-    train, val = causal_lm_loaders(text, model_tokenizer(args.model),
-                                   model.get_input_embeddings().num_embeddings, args.seq_len,
-                                   args.batch_size)
+    train, val = causal_lm_loaders(text, tokenizer, model.get_input_embeddings().num_embeddings,
+                                   args.seq_len, args.batch_size)
     return model, train, val
 
 

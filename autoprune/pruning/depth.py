@@ -89,7 +89,8 @@ def drop_blocks(model: nn.Module, stack_name: str, removed: list[int]) -> None:
     """Remove the blocks `removed` of the stack `stack_name` in place and renumber the rest."""
     modules = dict(model.named_modules())
     stack = modules[stack_name]
-    kept = [i for i in range(len(stack)) if i not in set(removed)]
+    removed = set(removed)
+    kept = [i for i in range(len(stack)) if i not in removed]
     parent_name, _, child = stack_name.rpartition(".")
     setattr(modules[parent_name] if parent_name else model, child,
             nn.ModuleList([stack[i] for i in kept]))

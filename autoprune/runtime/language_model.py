@@ -25,10 +25,13 @@ from .task import MINIMIZE, Task
 IGNORE = -100  # a label not predicted (padding), as in HuggingFace and F.cross_entropy
 
 
+def is_causal_lm_class(name: str) -> bool:
+    """A HuggingFace causal LM class name (`...ForCausalLM`, or a GPT-2 `...LMHeadModel`)."""
+    return name.endswith(("ForCausalLM", "LMHeadModel"))
+
+
 def is_causal_lm(model: nn.Module) -> bool:
-    """A HuggingFace causal LM (`...ForCausalLM`, or a GPT-2 `...LMHeadModel`)."""
-    name = type(model).__name__
-    return name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
+    return is_causal_lm_class(type(model).__name__)
 
 
 def _shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
