@@ -19,7 +19,10 @@ class SearchOptions:
     latency_max_rounds: int = 15   # ... and up to this many while the speedup is uncertain
     calibration_points: int = 8    # pruned copies timed to calibrate the latency model
     table_block_seconds: float = 0.002  # per timed block of one layer variant in the table
-    final_rounds: int = 5          # interleaved rounds when the front is re-measured at the end
+    # the front re-timed at the end, interleaved with the unpruned model: this many rounds,
+    # each model 2.5 x latency_run_time in all (many short rounds: one burst of load moves the
+    # median less than in a few long ones; reports/benchmarks/final-retiming-noise)
+    final_rounds: int = 15
     target_trials: int = 15        # a time budget is split so that about this many trials fit
     max_finetune_epochs: int = 3   # the most a time budget gives one trial's fine-tuning
     gradient_batches: int = 2      # batches of gradients for the Taylor criterion
@@ -46,6 +49,11 @@ class SearchOptions:
     def block_seconds(self) -> float:
         """One timed block of one model in paired timing: the run time over both models."""
         return self.latency_run_time / (2 * self.latency_rounds)
+
+    @property
+    def final_block_seconds(self) -> float:
+        """One timed block of one model in the front's final re-timing."""
+        return 2.5 * self.latency_run_time / self.final_rounds
 
     def __post_init__(self):
         for name in ("latency_run_time", "poll_seconds", "table_block_seconds"):

@@ -367,7 +367,7 @@ def _finish(session: _Session, prepared: PreparedModel, baseline: dict, target: 
             final = interleaved_against_reference(front, prepared.model,
                                                   prepared.example_inputs, target,
                                                   rounds=options.final_rounds,
-                                                  block_seconds=options.latency_run_time / 2,
+                                                  block_seconds=options.final_block_seconds,
                                                   on_round=lambda: bar.update(1))
         final["baseline"] = final.pop("reference")
         record_study(session.study, final_latency_ms=final)
