@@ -51,7 +51,7 @@ def _searched_kinds(space: SearchSpace, dimensions: list[PruningDimension]) -> l
 
 
 def _spread(space: SearchSpace) -> float:
-    return _snap(space.sparsity_spread, 0.0, space.sparsity_spread, space.sparsity_step)
+    return snap_ratio(space.sparsity_spread, 0.0, space.sparsity_spread, space.sparsity_step)
 
 
 def _shifted_sparsity(space: SearchSpace, dimensions: list[PruningDimension],
@@ -61,7 +61,8 @@ def _shifted_sparsity(space: SearchSpace, dimensions: list[PruningDimension],
     for dim in dimensions:
         low, high = _sparsity_range(space, dim)
         shifted = levels.get(dim.kind, low) + shifts.get(dim.name, 0.0)
-        sparsity[dim.name] = _snap(shifted, low, high, space.sparsity_step) if high > low else low
+        sparsity[dim.name] = (snap_ratio(shifted, low, high, space.sparsity_step)
+                              if high > low else low)
     return sparsity
 
 
@@ -114,7 +115,8 @@ def _searches_depth(space: SearchSpace) -> bool:
     return space.depth[1] > space.depth[0]
 
 
-def _snap(value: float, low: float, high: float, step: float) -> float:
+def snap_ratio(value: float, low: float, high: float, step: float) -> float:
+    """`value` on the grid Optuna draws from (`low` + multiples of `step`), within range."""
     snapped = low + round((value - low) / step) * step
     return round(min(high, max(low, snapped)), 6)
 
@@ -134,12 +136,12 @@ def reference_params(space: SearchSpace, dimensions: list[PruningDimension],
     if not _draws_level(space, dimensions):
         for dim in searched:
             low, high = _sparsity_range(space, dim)
-            params[f"{SPARSITY_PREFIX}{dim.name}"] = _snap(ratios.get(dim.kind, low), low, high,
-                                                           step)
+            params[f"{SPARSITY_PREFIX}{dim.name}"] = snap_ratio(ratios.get(dim.kind, low), low,
+                                                                high, step)
     else:
         for kind in _searched_kinds(space, dimensions):
             low, high = space.sparsity[kind]
-            params[f"{LEVEL_PREFIX}{kind}"] = _snap(ratios.get(kind, low), low, high, step)
+            params[f"{LEVEL_PREFIX}{kind}"] = snap_ratio(ratios.get(kind, low), low, high, step)
         if _spread(space) > 0:
             params.update({f"{SHIFT_PREFIX}{dim.name}": 0.0 for dim in searched})
     if _searches_depth(space):  # references keep every layer the space allows

@@ -23,6 +23,7 @@ from ..store.records import (DIRECTIONS, OBJECTIVE_NAMES, StudyRecord, TrialReco
 from .config import reference_params, uniform_params
 from .prepared import PreparedModel
 from .space import model_identifiers
+from .warm_starts import derived_warm_starts
 
 
 def default_study_name(model: nn.Module) -> str:
@@ -106,6 +107,18 @@ def enqueue_references(study: optuna.Study, prepared: PreparedModel) -> None:
         study.enqueue_trial(reference_params(space, dimensions, ratios), user_attrs=trial_facts(
             reference="warm start: " + ", ".join(f"{kind} {ratio:g}"
                                                  for kind, ratio in ratios.items())))
+
+
+def enqueue_derived_starts(study: optuna.Study, prepared: PreparedModel, latency_model,
+                           count: int) -> None:
+    """`count` derived warm starts (warm_starts.py), after the references: enqueued by the
+    process that built the latency model they are read from."""
+    space, dimensions = prepared.space, prepared.dimensions
+    for speedup, ratios in derived_warm_starts(space, dimensions, latency_model, count):
+        label = ", ".join(f"{kind} {ratio:g}" for kind, ratio in ratios.items())
+        study.enqueue_trial(reference_params(space, dimensions, ratios), skip_if_exists=True,
+                            user_attrs=trial_facts(
+                                reference=f"derived start: {label} ({speedup:.1f}x predicted)"))
 
 
 def requeue_interrupted(study: optuna.Study, numbers: list[int]) -> None:

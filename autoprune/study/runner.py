@@ -47,8 +47,8 @@ from .config import config_from_params, uniform_params
 from .constraints import ACCURACY_FLOOR, default_accuracy_floor, parse_constraints
 from .finetune_plan import choose_finetune_steps
 from .latency import settled_reference, study_latency_model
-from .opening import (check_same_search, default_study_name, enqueue_references, open_study,
-                      requeue_interrupted, search_identity)
+from .opening import (check_same_search, default_study_name, enqueue_derived_starts,
+                      enqueue_references, open_study, requeue_interrupted, search_identity)
 from .options import SearchOptions
 from .preflight import preflight
 from .promotion import Int8Twins, promote_front, waiting_promotions
@@ -215,7 +215,8 @@ def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, st
     where = storage_url(storage)  # password masked: it is logged and reported
     sampler = sampler or optuna.samplers.TPESampler(
         multivariate=True, seed=seed, constant_liar=True,
-        n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts) + 5))
+        n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts)
+                             + space.derived_warm_starts + 5))
     study, created = open_study(study_name, storage, sampler, task.metric_name, task.direction)
     lm_timing = ({"lm_latency": target.lm_latency, "decode_tokens": target.decode_tokens}
                  if is_causal_lm(prepared.model) else None)
@@ -400,6 +401,15 @@ def _loadable_front(result: SearchResult, device: torch.device) -> dict[str, nn.
     return front
 
 
+def _room_for_derived_starts(space, budget: Budget, options: SearchOptions) -> int:
+    """How many derived warm starts to enqueue: the space's number, but the references all
+    together take at most half of the trials (a trial budget's, or the about
+    `options.target_trials` a time budget plans for), the rest is the sampler's."""
+    expected = budget.trials if budget.trials is not None else options.target_trials
+    references = len(space.uniform_ratios) + len(space.warm_starts)
+    return max(0, min(space.derived_warm_starts, expected // 2 - references))
+
+
 def _shown_location(location: Any) -> str:
     """Where checkpoints go, as the settings record it: a resolved path, or the store's repr."""
     return str(Path(location).resolve()) if isinstance(location, (str, Path)) else repr(location)
@@ -538,11 +548,15 @@ def search(
                     **(extra_settings or {})}
         baseline = measure_baseline(session.study, prepared, task, timing_target,
                                     options.latency_rounds, options.block_seconds, settings)
+        fresh_latency_model = StudyRecord.of(session.study).latency_model is None
         latency_model = study_latency_model(session.study, prepared, timing_target,
                                             options.calibration_points, options.latency_rounds,
                                             options.block_seconds, seed,
                                             options.table_block_seconds,
                                             options.latency_max_rounds)
+        if fresh_latency_model:  # built here: this process reads the derived starts from it
+            enqueue_derived_starts(session.study, prepared, latency_model,
+                                   _room_for_derived_starts(space, parsed_budget, options))
         baseline = settled_reference(session.study, baseline, latency_model)
         trial_constraints = _with_accuracy_floor(parsed_constraints, prepared, baseline,
                                                  task.top1,

@@ -53,6 +53,7 @@ class SearchSpace:
     optimizer: str = "adamw"
     uniform_ratios: tuple[float, ...] = ()
     warm_starts: tuple[dict[str, float], ...] = ()
+    derived_warm_starts: int = 0  # private-widths-first starting points (warm_starts.py)
     precisions: tuple[str, ...] = ("fp32",)  # numeric precisions a trial may choose
     precision_requested: bool = False  # the chosen file names them (not only default.yaml)
 
@@ -69,6 +70,7 @@ class SearchSpace:
             data.pop("precisions")
         if data["depth"] == (0.0, 0.0):  # studies from before depth was searched resume
             data.pop("depth")
+        data.pop("derived_warm_starts")  # which trials come first, not what a trial means
         return data
 
     def for_target(self, target_name: str, runnable: tuple[str, ...]) -> "SearchSpace":
@@ -155,7 +157,7 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
 
     read = _Reader(data, path)
     known = {"family", "matches", "grouping", "sparsity", "criteria", "distillation", "finetune",
-             "uniform_ratios", "warm_starts", "precision"}
+             "uniform_ratios", "warm_starts", "derived_warm_starts", "precision"}
     for key in data:
         if key not in known:
             read.fail(key, f"is not a known field (known: {', '.join(sorted(known))})")
@@ -209,6 +211,9 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
                 read.fail("warm_starts", f"names unknown kind {kind!r} "
                                          f"(known: {', '.join(SPARSITY_KINDS)})")
             read.number("warm_starts", 0.0, 0.95, ratio)
+    derived = read.get("derived_warm_starts")
+    if isinstance(derived, bool) or not isinstance(derived, int) or not 0 <= derived <= 10:
+        read.fail("derived_warm_starts", f"must be a whole number from 0 to 10, got {derived!r}")
     matches = read.strings("matches") if "matches" in data else ()
     lr = read.interval("finetune.lr", 1e-7, 10.0)
     if lr[0] <= 0:
@@ -231,6 +236,7 @@ def parse_search_space(data: dict, path: Path) -> SearchSpace:
         lr=lr, optimizer=optimizer, uniform_ratios=uniform_ratios,
         warm_starts=tuple({kind: float(ratio) for kind, ratio in start.items()}
                           for start in warm_starts),
+        derived_warm_starts=derived,
         precisions=tuple(precisions),
     )
 
