@@ -70,8 +70,13 @@ def test_no_derived_starts_without_a_private_kind_or_when_asked_for_none(resnet_
     assert derived_warm_starts(inner_fixed, DIMENSIONS, model, 3) == []
 
 
+def with_derived_starts(count=3):
+    return replace(load_search_space(SEARCH_SPACES_DIR / "default.yaml"),
+                   derived_warm_starts=count)
+
+
 def test_a_search_enqueues_the_derived_starts_after_the_references(tiny_search):
-    study = tiny_search(trials=12).study
+    study = tiny_search(trials=12, search_space=with_derived_starts()).study
     references = [t.user_attrs.get("reference") or "" for t in study.trials]
     assert references[:3] == ["uniform 0.2", "uniform 0.4", "uniform 0.6"]
     derived = [n for n, r in enumerate(references) if r.startswith("derived start: ")]
@@ -85,14 +90,13 @@ def test_a_search_enqueues_the_derived_starts_after_the_references(tiny_search):
 @pytest.mark.parametrize("trials, derived", [(4, 0), (8, 1)])
 def test_references_leave_the_sampler_at_least_half_of_a_trial_budget(tiny_search, trials,
                                                                         derived):
-    study = tiny_search(trials=trials).study  # three uniform references come first
+    study = tiny_search(trials=trials, search_space=with_derived_starts()).study  # after 3 uniform
     assert len(study.trials) == trials  # nothing left waiting in the queue
     assert sum((t.user_attrs.get("reference") or "").startswith("derived start")
                for t in study.trials) == derived
 
 
-def test_a_search_space_without_derived_starts_enqueues_none(tiny_search):
-    space = replace(load_search_space(SEARCH_SPACES_DIR / "default.yaml"), derived_warm_starts=0)
-    study = tiny_search(trials=5, search_space=space).study
+def test_the_shipped_default_enqueues_no_derived_starts(tiny_search):
+    study = tiny_search(trials=5).study
     assert not any((t.user_attrs.get("reference") or "").startswith("derived")
                    for t in study.trials)

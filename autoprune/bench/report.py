@@ -9,7 +9,7 @@ from typing import Any
 
 COLOURS = {"uniform": "#7f7f7f", "uniform-int8": "#8c564b", "global": "#bcbd22",
            "random": "#17becf", "fastnas": "#d62728", "autoprune-fp32": "#9467bd",
-           "autoprune-gp": "#2ca02c", "autoprune-no-derived": "#ff7f0e", "autoprune": "#1f77b4"}
+           "autoprune-gp": "#2ca02c", "autoprune-derived": "#ff7f0e", "autoprune": "#1f77b4"}
 
 
 def _figure(run: dict[str, Any]):

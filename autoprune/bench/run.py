@@ -13,8 +13,8 @@ optimizer, learning rate, distillation) and one wall-clock budget per method:
 - autoprune-fp32: `autoprune.search` with precision fixed to fp32 (prune-only);
 - autoprune-gp: `autoprune.search` with Optuna's Gaussian-process sampler in place of TPE
   (the same references first; the sampler comparison);
-- autoprune-no-derived: `autoprune.search` without the derived warm starts (study/warm_starts.py):
-  what they add;
+- autoprune-derived: `autoprune.search` with 3 derived warm starts (study/warm_starts.py; off by
+  default): what they add;
 - autoprune: `autoprune.search` as shipped (on a target that runs int8 it searches precision).
 
 Every model is timed on the chosen target (`--target`: PyTorch eager by default, ONNX Runtime
@@ -174,8 +174,8 @@ def torch_pruning_sweep(setup: BenchSetup, global_pruning: bool) -> list[BenchMo
 
 def autoprune_search(setup: BenchSetup, method: str) -> list[BenchModel]:
     """autoprune's search (`method` "autoprune"), the same with fp32 only ("autoprune-fp32"),
-    with the Gaussian-process sampler ("autoprune-gp") or without derived warm starts
-    ("autoprune-no-derived"), or random search over its space ("random"): its front,
+    with the Gaussian-process sampler ("autoprune-gp") or with 3 derived warm starts
+    ("autoprune-derived"), or random search over its space ("random"): its front,
     fine-tuned already."""
     from ..study.runner import search
 
@@ -183,8 +183,8 @@ def autoprune_search(setup: BenchSetup, method: str) -> list[BenchModel]:
     shutil.rmtree(setup.output_dir / method, ignore_errors=True)  # a fresh study, not a resumed one
     space = (replace(setup.space, uniform_ratios=(), warm_starts=(), derived_warm_starts=0)
              if random else setup.space)
-    if method == "autoprune-no-derived":
-        space = replace(space, derived_warm_starts=0)
+    if method == "autoprune-derived":
+        space = replace(space, derived_warm_starts=3)
     if method == "autoprune-fp32":
         space = replace(space, precisions=("fp32",), precision_requested=False)
     sampler = (optuna.samplers.RandomSampler(seed=setup.seed) if random else
@@ -355,7 +355,7 @@ def run_once(setup: BenchSetup, methods: tuple[str, ...]) -> dict[str, Any]:
         elif method == "uniform-int8":
             models += quantized_sweep(setup, uniform_sweep())
         elif method in ("random", "autoprune", "autoprune-fp32", "autoprune-gp",
-                        "autoprune-no-derived"):
+                        "autoprune-derived"):
             models += autoprune_search(setup, method)
         elif method == "fastnas":
             try:

@@ -10,7 +10,7 @@ from typing import Any
 import torch.nn as nn
 
 METHODS = ("uniform", "uniform-int8", "global", "random", "fastnas", "autoprune-fp32",
-           "autoprune-gp", "autoprune-no-derived", "autoprune")
+           "autoprune-gp", "autoprune-derived", "autoprune")
 INT8_METHODS = ("uniform-int8",)  # need a target that runs int8 (autoprune searches it there)
 MATCHED_SPEEDUPS = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 
