@@ -320,17 +320,22 @@ def calibrate(model: LatencyModel, measured: Iterable[tuple[dict[str, float], fl
                                        [weights[i] for i in used])
 
     # A reading caught by a burst of load is far off the fit of the other points: each point
-    # is predicted from a fit without it, and one far worse than the rest is left out (the
-    # unpruned point is exact and always stays).
-    errors = {}
-    for i in range(1, len(points)):
-        coefficients = fit([j for j in range(len(points)) if j != i])
-        predicted = max(1e-6, _predict(coefficients, features[i]))
-        errors[i] = abs(math.log(predicted / targets[i]))  # a ratio: high and low alike
-    limit = max(0.05, 3 * statistics.median(errors.values())) if errors else 0.0
-    outliers = {i for i, error in errors.items() if error > limit}
-    if len(points) - len(outliers) < 4:
-        outliers = set()
+    # is predicted from a fit without it, and the worst, if far worse than the rest, is left
+    # out; then again without it, one at a time, so that a bad reading still in the fit does
+    # not make a good point look bad (the unpruned point is exact and always stays; at least
+    # 4 points remain).
+    outliers: set[int] = set()
+    while len(points) - len(outliers) > 4:
+        kept = [j for j in range(len(points)) if j not in outliers]
+        errors = {}
+        for i in kept[1:]:
+            coefficients = fit([j for j in kept if j != i])
+            predicted = max(1e-6, _predict(coefficients, features[i]))
+            errors[i] = abs(math.log(predicted / targets[i]))  # a ratio: high and low alike
+        worst = max(errors, key=errors.get)
+        if errors[worst] <= max(0.05, 3 * statistics.median(errors.values())):
+            break
+        outliers.add(worst)
     model.coefficients = fit([i for i in range(len(points)) if i not in outliers])
     model.calibration = [{"sparsity": sparsity, "measured": y,
                           "predicted": model.relative(sparsity), "outlier": i + 1 in outliers}
