@@ -75,22 +75,40 @@ def with_derived_starts(count=3):
                    derived_warm_starts=count)
 
 
-def test_a_search_enqueues_the_derived_starts_after_the_references(tiny_search):
+@pytest.fixture
+def fixed_starts(monkeypatch):
+    """Derived starts that do not depend on the tiny model's timing: one per count asked,
+    slowest first (the derivation itself is tested above on a stand-in latency model)."""
+    import autoprune.study.opening
+
+    asked = []
+
+    def derive(space, dimensions, latency_model, count):
+        asked.append(count)
+        return [(1.2 + 0.3 * n, {"stream": 0.0, "inner": 0.25 * (n + 1)}) for n in range(count)]
+
+    monkeypatch.setattr(autoprune.study.opening, "derived_warm_starts", derive)
+    return asked
+
+
+def test_a_search_enqueues_the_derived_starts_after_the_references(tiny_search, fixed_starts):
     study = tiny_search(trials=12, search_space=with_derived_starts()).study
     references = [t.user_attrs.get("reference") or "" for t in study.trials]
-    assert references[:3] == ["uniform 0.2", "uniform 0.4", "uniform 0.6"]
-    derived = [n for n, r in enumerate(references) if r.startswith("derived start: ")]
-    # up to three (two goals may snap to the same grid point on a model this small), next
-    assert derived and derived == list(range(3, 3 + len(derived))), references
-    assert all(references[n].endswith("x predicted)") for n in derived)
-    predicted = [study.trials[n].user_attrs["predicted_latency_ms"] for n in derived]
-    assert predicted == sorted(predicted, reverse=True)  # slowest first, as the speeds rise
+    assert fixed_starts == [3]
+    assert references[:6] == ["uniform 0.2", "uniform 0.4", "uniform 0.6",
+                              "derived start: stream 0, inner 0.25 (1.2x predicted)",
+                              "derived start: stream 0, inner 0.5 (1.5x predicted)",
+                              "derived start: stream 0, inner 0.75 (1.8x predicted)"]
+    kinds = {d["name"]: d["kind"] for d in study.user_attrs["settings"]["dimensions"]}
+    for trial, inner in zip(study.trials[3:6], (0.25, 0.5, 0.75)):
+        for name, ratio in trial.user_attrs["config"]["sparsity"].items():
+            assert ratio == {"stream": 0.0, "inner": inner}.get(kinds[name], 0.0), name
 
 
 @pytest.mark.parametrize("trials, derived", [(4, 0), (8, 1)])
-def test_references_leave_the_sampler_at_least_half_of_a_trial_budget(tiny_search, trials,
-                                                                        derived):
-    study = tiny_search(trials=trials, search_space=with_derived_starts()).study  # after 3 uniform
+def test_references_leave_the_sampler_at_least_half_of_a_trial_budget(
+        tiny_search, fixed_starts, trials, derived):
+    study = tiny_search(trials=trials, search_space=with_derived_starts()).study  # 3 uniform first
     assert len(study.trials) == trials  # nothing left waiting in the queue
     assert sum((t.user_attrs.get("reference") or "").startswith("derived start")
                for t in study.trials) == derived
