@@ -46,7 +46,7 @@ def _draws_level(space: SearchSpace, dimensions: list[PruningDimension]) -> bool
     return space.sparsity_spread is not None and bool(_searched(space, dimensions))
 
 
-def _searched_kinds(space: SearchSpace, dimensions: list[PruningDimension]) -> list[str]:
+def searched_kinds(space: SearchSpace, dimensions: list[PruningDimension]) -> list[str]:
     return list(dict.fromkeys(dim.kind for dim in _searched(space, dimensions)))
 
 
@@ -93,7 +93,7 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace,
     else:
         levels = {kind: trial.suggest_float(f"{LEVEL_PREFIX}{kind}", *space.sparsity[kind],
                                             step=step)
-                  for kind in _searched_kinds(space, dimensions)}
+                  for kind in searched_kinds(space, dimensions)}
         spread = _spread(space)
         shifts = {dim.name: trial.suggest_float(f"{SHIFT_PREFIX}{dim.name}", -spread, spread,
                                                 step=step) if spread > 0 else 0.0
@@ -139,7 +139,7 @@ def reference_params(space: SearchSpace, dimensions: list[PruningDimension],
             params[f"{SPARSITY_PREFIX}{dim.name}"] = snap_ratio(ratios.get(dim.kind, low), low,
                                                                 high, step)
     else:
-        for kind in _searched_kinds(space, dimensions):
+        for kind in searched_kinds(space, dimensions):
             low, high = space.sparsity[kind]
             params[f"{LEVEL_PREFIX}{kind}"] = snap_ratio(ratios.get(kind, low), low, high, step)
         if _spread(space) > 0:

@@ -19,16 +19,10 @@ from typing import Callable
 
 from ..pruning.grouping import PruningDimension
 from ..runtime.latency_model import LatencyModel
-from .config import config_from_params, reference_params, snap_ratio
+from .config import config_from_params, reference_params, searched_kinds, snap_ratio
 from .space import SearchSpace
 
 SHARED_KINDS = ("stream",)  # kinds every block reads; all others are private to a block
-
-
-def _searched_kinds(space: SearchSpace, dimensions: list[PruningDimension]) -> list[str]:
-    present = {dim.kind for dim in dimensions}
-    return [kind for kind, (low, high) in space.sparsity.items()
-            if kind in present and high > low]
 
 
 def _at_levels(space: SearchSpace, kinds: list[str], private: float,
@@ -61,7 +55,8 @@ def derived_warm_starts(space: SearchSpace, dimensions: list[PruningDimension],
     """`count` (predicted speedup, {kind: ratio}) starting points, private widths cut first
     (module docstring); none when the space has no private kind, nothing to reach, or
     `count` is 0."""
-    kinds = _searched_kinds(space, dimensions)
+    searched = set(searched_kinds(space, dimensions))
+    kinds = [kind for kind in space.sparsity if kind in searched]  # the file's order
     if count <= 0 or not any(kind not in SHARED_KINDS for kind in kinds):
         return []
 
