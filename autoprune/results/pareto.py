@@ -44,37 +44,11 @@ def non_dominated(trials: list[FrozenTrial], direction: str = "maximize") -> lis
     return [t for t, lost in zip(trials, dominated) if not lost]
 
 
-def supersedes(continuation: FrozenTrial, member: FrozenTrial | None,
-               direction: str = "maximize") -> bool:
-    """Whether `continuation`, a promotion of `member` (the same architecture fine-tuned
-    longer, and timed again: study/trial.py), is at least as good on the metric. Then the
-    member leaves the front whatever its older latency reading says: two readings of one
-    architecture differ only by noise, and the member's is the one that put it on the front."""
-    if member is None or not continuation.values or not member.values:
-        return False
-    better, worse = continuation.values[0], member.values[0]
-    return better >= worse if direction == "maximize" else better <= worse
-
-
-def superseded(trials: list[FrozenTrial], direction: str = "maximize") -> set[int]:
-    """Numbers of the `trials` that a continuation among them supersedes (see `supersedes`)."""
-    by_number = {t.number: t for t in trials}
-    return {t.user_attrs["continues"] for t in trials
-            if supersedes(t, by_number.get(t.user_attrs.get("continues")), direction)}
-
-
-def _front_of(trials: list[FrozenTrial], direction: str) -> list[FrozenTrial]:
-    """The front of completed `trials`: feasible, not superseded, non-dominated."""
-    gone = superseded(trials, direction)
-    return non_dominated([t for t in trials if is_feasible(t) and t.number not in gone],
-                         direction)
-
-
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed, feasible trials no other such trial beats on every objective, less the
-    members their own continuation superseded."""
-    return _front_of(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                     metric_direction(study))
+    """Completed, feasible trials no other such trial beats on every objective."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if is_feasible(t)]
+    return non_dominated(trials, metric_direction(study))
 
 
 class FrontTracker:
@@ -84,9 +58,7 @@ class FrontTracker:
     trials is the front of (the last front + the trials finished since). Each update compares
     (front + new) pairs instead of every pair of the study's trials: the callbacks that run
     after every trial stay as fast at trial 2,000 as at trial 20 (tests/soak.py measures it).
-    Trials finished by other workers are picked up the same way. The one exception: a
-    continuation that supersedes a front member (`supersedes`) may let trials the member
-    dominated back on, so then the front is taken over all trials again (once per promotion).
+    Trials finished by other workers are picked up the same way.
     """
 
     def __init__(self):
@@ -94,20 +66,14 @@ class FrontTracker:
         self._seen: set[int] = set()
 
     def update(self, study: optuna.Study) -> list[FrozenTrial]:
-        """The current front (see `front_trials`), in trial order."""
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        new = [t for t in done if t.number not in self._seen]
+        """The current front (completed, feasible, non-dominated trials), in trial order."""
+        new = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if t.number not in self._seen]
         if new:
             self._seen.update(t.number for t in new)
-            direction = metric_direction(study)
-            members = {t.number: t for t in self.front + new}
-            if any(supersedes(t, members.get(t.user_attrs.get("continues")), direction)
-                   for t in new):
-                front = _front_of(done, direction)
-            else:
-                front = non_dominated(self.front + [t for t in new if is_feasible(t)],
-                                      direction)
-            self.front = sorted(front, key=lambda t: t.number)
+            candidates = self.front + [t for t in new if is_feasible(t)]
+            self.front = sorted(non_dominated(candidates, metric_direction(study)),
+                                key=lambda t: t.number)
         return self.front
 
 
@@ -135,18 +101,11 @@ def hypervolume_history(trials: list[FrozenTrial], baseline_latency_ms: float,
                         baseline_memory_mb: float, direction: str = "maximize",
                         baseline_metric: float | None = None) -> list[tuple[FrozenTrial, float]]:
     """The front's hypervolume after each feasible completed trial, in completion order."""
-    done = sorted((t for t in trials if t.state == TrialState.COMPLETE),
+    done = sorted((t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)),
                   key=lambda t: t.datetime_complete)
-    history, front, so_far = [], [], []
+    history, front = [], []
     for trial in done:
-        so_far.append(trial)
-        members = {t.number: t for t in front}
-        if supersedes(trial, members.get(trial.user_attrs.get("continues")), direction):
-            front = _front_of(so_far, direction)  # the member leaves (FrontTracker)
-        elif is_feasible(trial):
-            front = non_dominated(front + [trial], direction)
-        else:
-            continue
+        front = non_dominated(front + [trial], direction)
         history.append((trial, hypervolume([t.values for t in front], baseline_latency_ms,
                                            baseline_memory_mb, direction, baseline_metric)))
     return history

@@ -200,12 +200,9 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
                     config) -> tuple[float, float, float]:
     """A promotion (promotion.py): fine-tune a front member's checkpoint further.
 
-    The architecture is the member's, so its memory and MACs carry over, but it is timed
-    again: the member's one reading is what put it on the front, so among near-equal trials
-    it tends to be the luckiest, and a fresh paired reading (under a second, against hundreds
-    of fine-tuning steps) is not chosen by that luck. The continuation then replaces its
-    member on the front (results/pareto.py). The learning rate restarts its cosine schedule
-    over the promoted steps (a warm restart).
+    The architecture is the member's, so its measured figures carry over; it is timed again
+    only when the member never was. The learning rate restarts its cosine schedule over the
+    promoted steps (a warm restart).
     """
     clock, record = time.perf_counter, TrialRecord.of(trial)
     member = trial.study.get_trials(deepcopy=False)[record.continues]
@@ -239,7 +236,10 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
         int8_graph = deployed.graph
     record_seconds(trial, "evaluate", clock() - start)
     _record_accuracy_limits(trial, ctx, accuracy)
-    figures = _timed(trial, ctx, deployed, figures)
+    if known.latency_source == "paired":
+        _record_hard_limits(trial, ctx, figures)
+    else:
+        figures = _timed(trial, ctx, deployed, figures)
     _save(trial, ctx, model, history, config, figures, accuracy, int8_graph)
     return objective_values(accuracy, figures)
 
