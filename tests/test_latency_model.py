@@ -178,3 +178,50 @@ def test_the_reference_latency_is_settled_over_the_calibrations_readings(tiny_se
     assert len(readings) == QUICK.calibration_points
     assert baseline["latency_ms"] == pytest.approx(
         statistics.median([baseline["first_latency_ms"], *readings]))
+
+
+def test_each_trial_predicts_with_the_calibration_refitted_on_the_latest_timed_trials(prepared):
+    import optuna
+    from optuna.trial import create_trial
+
+    from autoprune.runtime.latency_model import calibrate
+    from autoprune.study.latency import recalibrated
+
+    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
+                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
+    for layer in model.layers:  # times proportional to MACs: no timing noise in the geometry
+        layer.ms = [[1e-4 * (i or 1) * o for o in layer.out_widths] for i in layer.in_widths]
+    dims = [dim.name for dim in prepared.dimensions]
+
+    def sparsity(ratio, step=0.0):
+        return {name: min(0.9, ratio + step * (i % 3)) for i, name in enumerate(dims)}
+
+    def table(s):
+        return model.relative_features(s)[0]
+
+    calibrate(model, [(sparsity(r), 0.05 + 0.95 * table(sparsity(r))) for r in (0.2, 0.4, 0.6)])
+    stored = model.coefficients
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    assert recalibrated(model, study) is model  # nothing timed yet
+
+    def trial(s, relative, **facts):
+        attrs = {"config": {"sparsity": s, "precision": "fp32"}, "latency_source": "paired",
+                 "speedup": 1 / relative, **facts}
+        study.add_trial(create_trial(values=[0.9, relative, 1.0], user_attrs=attrs))
+
+    # since the calibration, load has made small models relatively slower (the unpruned one
+    # is 1.0 by definition): every timed trial reads 0.15 + 0.85 x table
+    drifted = [sparsity(0.1 + 0.05 * k, 0.1) for k in range(10)]
+    for s in drifted:
+        trial(s, 0.15 + 0.85 * table(s))
+    refitted = recalibrated(model, study)
+    trial(drifted[0], 5.0, latency_source="predicted")  # never timed: its latency is a guess
+    trial(drifted[0], 5.0, config={"sparsity": drifted[0], "precision": "int8"})
+    assert recalibrated(model, study).coefficients == refitted.coefficients
+    assert model.coefficients == stored  # the stored model stays as built
+
+    for ratio in (0.15, 0.35, 0.55, 0.75):
+        s = sparsity(ratio, 0.05)
+        truth = 0.15 + 0.85 * table(s)
+        assert refitted.relative(s) == pytest.approx(truth, rel=0.03)
+        assert abs(model.relative(s) - truth) > abs(refitted.relative(s) - truth)

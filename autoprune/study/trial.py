@@ -2,13 +2,14 @@
 constraints -> fine-tune (stopped early if a faster trial is already better part-way, see
 early_stop.py) -> evaluate -> time it, if it could join the front -> save.
 
-The latency model (runtime/latency_model.py) predicts the configuration's latency before
-anything is pruned; a prediction that already breaks a latency limit ends the trial there,
-with the excess recorded for the sampler. Until the trial is evaluated its latency is that
-prediction. Then a trial that could join the front is timed for real, paired with the
-unpruned model (measure.paired_latency): its speedup is the median per-round ratio, and its
-latency that speedup applied to the study's reference latency of the unpruned model. A trial
-already dominated by a timed one, even at 15 % below its prediction, keeps the prediction.
+The latency model (runtime/latency_model.py), refitted on the study's latest timed trials
+(latency.recalibrated), predicts the configuration's latency before anything is pruned; a
+prediction that already breaks a latency limit ends the trial there, with the excess
+recorded for the sampler. Until the trial is evaluated its latency is that prediction. Then
+a trial that could join the front is timed for real, paired with the unpruned model
+(measure.paired_latency): its speedup is the median per-round ratio, and its latency that
+speedup applied to the study's reference latency of the unpruned model. A trial already
+dominated by a timed one, even at 15 % below its prediction, keeps the prediction.
 
 Everything a trial learns is recorded on the Optuna trial, so a report, a resumed study or
 another worker sees the same facts: objectives, constraint excesses, measured figures and
@@ -43,6 +44,7 @@ from ..targets.base import Target
 from .config import suggest_config
 from .constraints import LATENCY, accuracy_excess, hard_excess
 from .early_stop import screening_hook
+from .latency import recalibrated
 from .prepared import PreparedModel
 
 
@@ -89,7 +91,8 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         return _promoted_trial(trial, ctx, config)
     if TrialRecord.of(trial).quantizes is not None:
         return _int8_twin(trial, ctx, config)
-    predicted_ms = ctx.baseline.latency_ms * ctx.latency_model.relative(config.sparsity)
+    latency_model = recalibrated(ctx.latency_model, trial.study)  # on the latest timed trials
+    predicted_ms = ctx.baseline.latency_ms * latency_model.relative(config.sparsity)
     record_trial(trial, predicted_latency_ms=predicted_ms)
     if LATENCY in ctx.constraints and predicted_ms > ctx.constraints[LATENCY]:
         return _rejected_before_pruning(trial, ctx, predicted_ms)
