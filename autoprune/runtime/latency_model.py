@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -284,21 +285,21 @@ def _predict(coefficients: tuple[float, ...], features: tuple[float, ...]) -> fl
 def _fit_nonnegative_slopes(features: list[tuple[float, ...]], targets: list[float],
                             weights: list[float]) -> tuple[float, ...]:
     """Weighted least squares of y = a + b x1 + c x2 [+ d x3] with non-negative slopes: every
-    subset of the slopes is solved and the best fit with non-negative slopes wins."""
-    root = torch.tensor(weights, dtype=torch.float64).sqrt().unsqueeze(1)
-    x = torch.tensor(features, dtype=torch.float64)
-    y = torch.tensor(targets, dtype=torch.float64).unsqueeze(1)
+    subset of the slopes is solved and the best fit with non-negative slopes wins. (NumPy, not
+    torch: it runs dozens of tiny solves per trial, see study/latency.recalibrated.)"""
+    root = np.sqrt(np.asarray(weights, dtype=np.float64))[:, None]
+    x = np.asarray(features, dtype=np.float64).reshape(len(targets), -1)
+    y = np.asarray(targets, dtype=np.float64)[:, None]
     slopes = x.shape[1]
     best, best_error = (1.0,) + (0.0,) * slopes, float("inf")
     subsets = [used for size in range(slopes, -1, -1)
                for used in itertools.combinations(range(slopes), size)]
     for used in subsets:
-        design = torch.cat([torch.ones(len(targets), 1, dtype=torch.float64), x[:, list(used)]],
-                           dim=1)
-        solution = torch.linalg.lstsq(root * design, root * y).solution.squeeze(1)
-        if any(value < 0 for value in solution[1:].tolist()):
+        design = np.concatenate([np.ones((len(targets), 1)), x[:, list(used)]], axis=1)
+        solution = np.linalg.lstsq(root * design, root * y, rcond=None)[0][:, 0]
+        if (solution[1:] < 0).any():
             continue
-        error = float(((root * (design @ solution.unsqueeze(1) - y)) ** 2).sum())
+        error = float(((root * (design @ solution[:, None] - y)) ** 2).sum())
         if error < best_error - 1e-15:
             coefficients = [float(solution[0])] + [0.0] * slopes
             for index, value in zip(used, solution[1:].tolist()):
