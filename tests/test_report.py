@@ -94,6 +94,21 @@ def test_front_matches_the_definition_of_dominance():
     assert {t.number for t in front_trials(study)} == expected
 
 
+def test_a_model_with_the_same_figures_as_a_later_trial_is_listed_once():
+    """A promotion that leaves its member's score unchanged has the member's exact figures:
+    the front lists the model once, as the later (longer fine-tuned) trial."""
+    from autoprune.results.pareto import FrontTracker, front_trials
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for values in [(0.99, 10.0, 5.0), (0.95, 4.0, 3.0), (0.99, 10.0, 5.0), (0.95, 4.0, 3.0)]:
+        study.add_trial(optuna.trial.create_trial(values=list(values)))
+    tracker = FrontTracker()
+    tracker.update(study)
+    study.add_trial(optuna.trial.create_trial(values=[0.99, 10.0, 5.0]))
+    assert [t.number for t in front_trials(study)] == [3, 4]
+    assert [t.number for t in tracker.update(study)] == [3, 4]
+
+
 def test_settings_are_a_readable_table_not_a_json_dump():
     study = synthetic_study(5)
     study.set_user_attr("settings", {

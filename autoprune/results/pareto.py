@@ -29,18 +29,25 @@ def metric_direction(study: optuna.Study) -> str:
 
 def non_dominated(trials: list[FrozenTrial], direction: str = "maximize") -> list[FrozenTrial]:
     """The trials no other beats on every objective (vectorised: runs after every trial);
-    `direction` is the metric's."""
+    `direction` is the metric's.
+
+    Of trials with equal values on every objective only the latest stays: it offers the same
+    model figures, and it is usually a promotion that fine-tuned its member further without
+    changing its score (a front that lists one model twice helps no one pick).
+    """
     if not trials:
         return []
     sign = -1.0 if direction == "maximize" else 1.0
     # As losses: lower is better on every column.
     losses = np.array([(sign * t.values[0], t.values[1], t.values[2]) for t in trials])
+    numbers = np.array([t.number for t in trials])
     dominated = np.zeros(len(trials), dtype=bool)
     for start in range(0, len(trials), 512):  # in blocks, so memory stays small for long studies
         block = losses[None, start:start + 512, :]
         no_worse = (losses[:, None, :] <= block).all(axis=2)  # [i, j]: i is no worse than j
         better = (losses[:, None, :] < block).any(axis=2)
-        dominated[start:start + 512] = (no_worse & better).any(axis=0)
+        later = numbers[:, None] > numbers[None, start:start + 512]
+        dominated[start:start + 512] = (no_worse & (better | later)).any(axis=0)
     return [t for t, lost in zip(trials, dominated) if not lost]
 
 
