@@ -114,7 +114,7 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
     # the budget covers each search's set-up too: measuring the unpruned model and building
     # its latency model take several seconds of it before the first trial
     # untrained, it scores near chance: no front floor, or whole fronts would vanish at random
-    code = main(["bench", "--model", str(checkpoint), "--budget", "25s", "--finetune-steps", "2",
+    code = main(["bench", "--model", str(checkpoint), "--budget", "15s", "--finetune-steps", "2",
                  "--ratios", "0.2,0.4", "--threads", "1", "--output-dir", str(tmp_path),
                  "--name", "ci", "--repeats", "2", "--front-floor-share", "off",
                  "--promote-share", "off"])
@@ -140,7 +140,7 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
     assert results["front_floor_share"] is None and first["accuracy_floor"] == 0
     assert results["promote_share"] is None  # promotion off: tests/test_promotion.py has it
     # --equal-budget (the default): each sweep model fine-tunes longer than a search's trial,
-    # to spend the 25 s a search gets; the searches' models keep the recipe's 2 steps (with
+    # to spend the 15 s a search gets; the searches' models keep the recipe's 2 steps (with
     # promotion off)
     for run in results["runs"]:
         for model in run["models"]:
@@ -148,7 +148,7 @@ def test_reduced_bench_runs_every_method_from_the_command_line(tmp_path, capsys)
                 assert model["finetune_steps"] > 2, model
             elif model["method"] in ("random", "autoprune"):
                 assert model["finetune_steps"] == 2
-        assert run["methods"]["uniform"]["wall_seconds"] > 0.5 * 25
+        assert run["methods"]["uniform"]["wall_seconds"] > 0.5 * 15
     page = (tmp_path / "benchmarks" / "ci" / "comparison.html").read_text()
     assert "Plotly.newPlot" in page and "<script src" not in page
     printed = capsys.readouterr().out

@@ -118,7 +118,8 @@ def test_ctrl_c_marks_the_trial_interrupted_writes_the_report_and_says_how_to_re
 @needs_postgres
 def test_four_workers_share_one_postgres_study(tmp_path):
     study = f"four-{uuid.uuid4().hex[:8]}"
-    workers = [start_worker(POSTGRES, study, 6, tmp_path) for _ in range(4)]
+    # no trial is cut short here: short trials, so the four share the study for less time
+    workers = [start_worker(POSTGRES, study, 6, tmp_path, FINETUNE_STEPS="30") for _ in range(4)]
     for worker in workers:
         finish(worker, timeout=600)
     trials = trials_of(POSTGRES, study)

@@ -1,4 +1,7 @@
-"""A search worker process for the fault-injection tests: `python worker.py URL STUDY N DIR`."""
+"""A search worker process for the fault-injection tests: `python worker.py URL STUDY N DIR`.
+
+150 fine-tuning steps per trial by default: long enough for a test to kill or interrupt a
+worker in the middle of a trial; FINETUNE_STEPS sets fewer where no trial is cut short."""
 
 import os
 import signal
@@ -20,7 +23,8 @@ model = TinyResNet()
 train, val = tiny_data()
 autoprune.search(model, trials=trials, train=train, val=val, study_name=study_name,
                  storage=open_storage(url, heartbeat_interval=1, grace_period=3),
-                 output_dir=out, artifacts=f"{out}/artifacts", finetune_steps=150, threads=1,
+                 output_dir=out, artifacts=f"{out}/artifacts",
+                 finetune_steps=int(os.environ.get("FINETUNE_STEPS", "150")), threads=1,
                  write_report=os.environ.get("WRITE_REPORT") == "1",
                  options=SearchOptions(latency_run_time=0.02, final_rounds=1,
                                        calibration_points=2, table_block_seconds=0.0005))
