@@ -23,6 +23,16 @@ def prepared():
     return PreparedModel.build(model, torch.randn(16, 3, 8, 8), resolve_search_space(model, None))
 
 
+def mac_proportional_model(prepared) -> LatencyModel:
+    """The prepared model's latency model with every table time proportional to MACs: no
+    timing noise in the geometry, so a test sees the calibration alone."""
+    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
+                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
+    for layer in model.layers:
+        layer.ms = [[1e-4 * (i or 1) * o for o in layer.out_widths] for i in layer.in_widths]
+    return model
+
+
 def test_kept_width_follows_torch_pruning_rounding():
     assert kept_width(64, 0.0) == 64
     assert kept_width(64, 0.3) == 44                  # int(64 * 0.7)
@@ -155,10 +165,7 @@ def test_calibration_fits_a_known_relation_with_non_negative_slopes():
 def test_calibration_sets_aside_a_reading_caught_by_a_burst_of_load(prepared):
     from autoprune.runtime.latency_model import calibrate
 
-    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
-                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
-    for layer in model.layers:  # times proportional to MACs: no timing noise in the geometry
-        layer.ms = [[1e-4 * (i or 1) * o for o in layer.out_widths] for i in layer.in_widths]
+    model = mac_proportional_model(prepared)
     sparsities = [{dim.name: ratio for dim in prepared.dimensions}
                   for ratio in (0.1, 0.3, 0.5, 0.7, 0.2, 0.6)]
     truth = [0.05 + 0.95 * model.relative_features(s)[0] for s in sparsities]
@@ -174,10 +181,7 @@ def test_calibration_sets_aside_at_most_a_quarter_of_its_readings(prepared):
 
     from autoprune.runtime.latency_model import calibrate
 
-    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
-                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
-    for layer in model.layers:  # times proportional to MACs: no timing noise in the geometry
-        layer.ms = [[1e-4 * (i or 1) * o for o in layer.out_widths] for i in layer.in_widths]
+    model = mac_proportional_model(prepared)
     draw = random.Random(1)
     sparsities = [{dim.name: round(draw.uniform(0.05, 0.85), 2) for dim in prepared.dimensions}
                   for _ in range(10)]
@@ -194,10 +198,7 @@ def test_calibration_sets_aside_at_most_a_quarter_of_its_readings(prepared):
 def test_calibration_keeps_its_fastest_reading_and_predicts_the_fast_end_from_it(prepared):
     from autoprune.runtime.latency_model import calibrate
 
-    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
-                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
-    for layer in model.layers:  # times proportional to MACs: no timing noise in the geometry
-        layer.ms = [[1e-4 * (i or 1) * o for o in layer.out_widths] for i in layer.in_widths]
+    model = mac_proportional_model(prepared)
     sparsities = [{dim.name: ratio for dim in prepared.dimensions}
                   for ratio in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85)]
     truth = [0.06 + 0.94 * model.relative_features(s)[0] for s in sparsities]
@@ -228,10 +229,7 @@ def test_each_trial_predicts_with_the_calibration_refitted_on_the_latest_timed_t
     from autoprune.runtime.latency_model import calibrate
     from autoprune.study.latency import recalibrated
 
-    model = time_layers(prepared.model, prepared.example_inputs, prepared.dimensions, CPU,
-                        prepared.space.round_to, rounds=1, block_seconds=0.0002)
-    for layer in model.layers:  # times proportional to MACs: no timing noise in the geometry
-        layer.ms = [[1e-4 * (i or 1) * o for o in layer.out_widths] for i in layer.in_widths]
+    model = mac_proportional_model(prepared)
     dims = [dim.name for dim in prepared.dimensions]
 
     def sparsity(ratio, step=0.0):
