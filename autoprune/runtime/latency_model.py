@@ -333,9 +333,9 @@ def calibrate(model: LatencyModel, measured: Iterable[tuple[dict[str, float], fl
     # fastest points and predicted 12.6x for a model timed at 6.0x).
     outliers: set[int] = set()
     most = (len(points) - 1) // 4
+    fastest = min(range(len(points)), key=lambda j: features[j][0])  # never set aside
     while len(outliers) < most and len(points) - len(outliers) > 4:
         kept = [j for j in range(len(points)) if j not in outliers]
-        fastest = min(kept, key=lambda j: features[j][0])
         errors = {}
         for i in (j for j in kept[1:] if j != fastest):
             coefficients = fit([j for j in kept if j != i])

@@ -10,8 +10,9 @@ steps). When a round is done and time is left, the front of that moment is promo
 (its members not continued yet, promotions included); when no round fits, new trials fill
 the rest. Being trials, promotions are recorded, survive a crash, run on any worker and are
 judged on the front like any other; the member a promotion continues drops off the front
-when its continuation beats or equals it. A member that could not get at least a brief trial's steps is
-left out (the front is thinned evenly along latency) rather than promoted for too little.
+when its continuation beats or equals it. A member that could not get at least a brief
+trial's steps is left out (the front is thinned evenly along latency) rather than promoted
+for too little.
 """
 
 from __future__ import annotations
