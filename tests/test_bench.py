@@ -177,6 +177,25 @@ def test_latency_figures_compare_in_trial_speedups_with_the_final_re_timing():
     assert figures["prediction_median_abs_error"] == pytest.approx(0.025)
 
 
+def test_latency_figures_also_score_the_reading_alone():
+    import optuna
+
+    from autoprune.bench.run import latency_figures
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    # the search acted on 2.0x (the estimate); the paired reading alone said 2.5x
+    study.enqueue_trial({}, user_attrs={
+        "speedup": 2.0, "paired_latency": {"speedup": 2.5}, "predicted_latency_ms": 8.0,
+        "latency_source": "paired", "measurement": {"latency_ms": 10.0}})
+    study.optimize(lambda t: (0.9, 1.0, 1.0), n_trials=1)
+    study.set_user_attr("final_latency_ms", {"baseline": 21.0, "0": 10.0})  # 2.1x at the end
+    figures = latency_figures(study)
+    assert figures["front_speedup_within_10pct"] == 1.0  # 2.0 against 2.1
+    assert figures["front_reading_within_10pct"] == 0.0  # 2.5 against 2.1
+    # the prediction (8 ms) is scored against the reading's latency, 10 x 2 / 2.5 = 8 ms
+    assert figures["prediction_median_abs_error"] == pytest.approx(0.0)
+
+
 def test_a_committed_run_s_comparison_page_is_rebuilt_from_its_results(tmp_path):
     from pathlib import Path
 

@@ -7,8 +7,10 @@ from optuna.trial import TrialState
 from tiny_models import QUICK, TinyResNet
 
 import autoprune.study.prepared
+from autoprune.errors import InvalidInputError
 from autoprune.runtime.latency_model import (LatencyModel, kept_width, prediction_errors,
                                              time_layers)
+from autoprune.study.options import SearchOptions
 from autoprune.study.prepared import PreparedModel
 from autoprune.study.space import resolve_search_space
 from autoprune.targets import get_target
@@ -93,6 +95,11 @@ def test_every_completed_trial_records_its_prediction_and_speedup(tiny_search):
         assert trial.values[1] == pytest.approx(baseline / trial.user_attrs["speedup"])
         if trial.user_attrs["latency_source"] == "paired":
             assert trial.user_attrs["paired_latency"]["rounds"] >= QUICK.latency_rounds
+            # the estimate lies between the reading and the prediction
+            reading = trial.user_attrs["paired_latency"]["speedup"]
+            predicted = baseline / trial.user_attrs["predicted_latency_ms"]
+            assert (min(reading, predicted) * 0.999 <= trial.user_attrs["speedup"]
+                    <= max(reading, predicted) * 1.001)
         else:  # not timed: its predicted point was dominated by a timed trial
             assert trial.values[1] == pytest.approx(trial.user_attrs["predicted_latency_ms"])
     front = {c.trial for c in result.pareto}
@@ -264,3 +271,60 @@ def test_each_trial_predicts_with_the_calibration_refitted_on_the_latest_timed_t
         truth = 0.15 + 0.85 * table(s)
         assert refitted.relative(s) == pytest.approx(truth, rel=0.03)
         assert abs(model.relative(s) - truth) > abs(refitted.relative(s) - truth)
+
+
+def test_a_timed_speedup_is_the_reading_bent_a_third_toward_the_prediction():
+    from autoprune.study.latency import estimated_speedup
+
+    assert estimated_speedup(3.0, 3.0, 1 / 3) == pytest.approx(3.0)
+    # a geometric mean: reading 4x, prediction 2x, weight 1/3 -> 4 ** (2/3) * 2 ** (1/3)
+    assert estimated_speedup(4.0, 2.0, 1 / 3) == pytest.approx(2 ** (5 / 3))
+    assert estimated_speedup(4.0, None, 1 / 3) == 4.0   # nothing predicted (int8)
+    assert estimated_speedup(4.0, 2.0, 0.0) == 4.0      # weight 0: the reading alone
+    with pytest.raises(InvalidInputError, match="latency_prediction_weight"):
+        SearchOptions(latency_prediction_weight=1.0)
+
+
+def test_a_latency_model_that_misses_its_own_points_bends_no_reading(prepared):
+    from autoprune.runtime.latency_model import calibrate
+    from autoprune.study.latency import prediction_weight
+
+    model = mac_proportional_model(prepared)
+    dims = [dim.name for dim in prepared.dimensions]
+    points = [({name: ratio for name in dims}, relative)
+              for ratio, relative in ((0.2, 0.8), (0.4, 0.6), (0.6, 0.45), (0.8, 0.3))]
+    calibrate(model, points)
+    assert prediction_weight(model, 1 / 3) == pytest.approx(1 / 3)
+    # readings that no line through the table fits: 30-60 % off in turn
+    calibrate(model, [(s, y * f) for (s, y), f in zip(points, (1.6, 0.7, 1.5, 0.6))])
+    assert prediction_weight(model, 1 / 3) == 0.0
+
+
+def test_the_refit_and_the_error_figures_use_the_reading_not_the_estimate(prepared):
+    import optuna
+    from optuna.trial import create_trial
+
+    from autoprune.runtime.latency_model import calibrate
+    from autoprune.store.records import timed_against_predicted
+    from autoprune.study.latency import recalibrated
+
+    model = mac_proportional_model(prepared)
+    dims = [dim.name for dim in prepared.dimensions]
+    table = [model.relative_features({name: r for name in dims})[0] for r in (0.2, 0.4, 0.6)]
+    calibrate(model, [({name: r for name in dims}, 0.05 + 0.95 * t)
+                      for r, t in zip((0.2, 0.4, 0.6), table)])
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for k in range(8):
+        s = {name: 0.1 + 0.1 * k for name in dims}
+        reading = 1 / (0.3 + 0.7 * model.relative_features(s)[0])  # the machine drifted
+        study.add_trial(create_trial(values=[0.9, 20.0 / 2.0, 1.0], user_attrs={
+            "config": {"sparsity": s, "precision": "fp32"}, "latency_source": "paired",
+            "speedup": 2.0, "paired_latency": {"speedup": reading},  # estimate 2x, read
+            "measurement": {"latency_ms": 10.0}, "predicted_latency_ms": 9.0}))
+    s = {name: 0.45 for name in dims}
+    assert recalibrated(model, study).relative(s) == pytest.approx(
+        0.3 + 0.7 * model.relative_features(s)[0], rel=0.03)
+    first = study.trials[0]
+    reading = first.user_attrs["paired_latency"]["speedup"]
+    # latency 10 ms at the 2x estimate: the reading's latency is 10 x 2 / reading
+    assert timed_against_predicted([first]) == [(0, 9.0, pytest.approx(20.0 / reading))]

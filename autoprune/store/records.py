@@ -36,8 +36,8 @@ class TrialRecord:
     config: dict | None = None            # the configuration it tried (config.TrialConfig)
     kept_channels: dict | None = None     # output channels per Conv/Linear after pruning
     measurement: dict | None = None       # runtime.measure.Measurement of the pruned model
-    speedup: float | None = None          # unpruned latency / this latency, timed paired
-    paired_latency: dict | None = None    # runtime.measure.PairedLatency of that timing
+    speedup: float | None = None          # unpruned latency / this latency (the estimate)
+    paired_latency: dict | None = None    # runtime.measure.PairedLatency: the reading itself
     predicted_latency_ms: float | None = None  # the study's latency model, before pruning
     latency_source: str | None = None     # "paired" (timed) or "predicted..." (why not timed)
     rejected_before_pruning: str | None = None  # a limit the prediction already broke
@@ -71,12 +71,25 @@ class TrialRecord:
     def latency_ms(self) -> float | None:
         return (self.measurement or {}).get("latency_ms")
 
+    @property
+    def measured_speedup(self) -> float | None:
+        """The paired reading's speedup; `speedup` is that reading combined with the latency
+        model's prediction (study/latency.estimated_speedup). The same in older studies."""
+        return (self.paired_latency or {}).get("speedup") or self.speedup
+
+    @property
+    def measured_latency_ms(self) -> float | None:
+        """`latency_ms` at the paired reading's speedup instead of the estimate's."""
+        if self.latency_ms is None or not self.speedup or not self.measured_speedup:
+            return self.latency_ms
+        return self.latency_ms * self.speedup / self.measured_speedup
+
 
 _TRIAL_KEYS = {f.name for f in fields(TrialRecord)} - {"seconds"}
 
 
 def timed_against_predicted(trials: list[FrozenTrial]) -> list[tuple[int, float, float]]:
-    """(trial number, predicted latency, latency timed in the trial) of every completed trial
+    """(trial number, predicted latency, latency read in the trial) of every completed trial
     that was timed for real (a trial left untimed carries its prediction as its latency)."""
     pairs = []
     for trial in trials:
@@ -84,7 +97,7 @@ def timed_against_predicted(trials: list[FrozenTrial]) -> list[tuple[int, float,
         if (trial.state == optuna.trial.TrialState.COMPLETE and record.latency_source == "paired"
                 and record.predicted_latency_ms is not None and record.latency_ms is not None
                 and (record.config or {}).get("precision") != "int8"):  # the model predicts fp32
-            pairs.append((trial.number, record.predicted_latency_ms, record.latency_ms))
+            pairs.append((trial.number, record.predicted_latency_ms, record.measured_latency_ms))
     return pairs
 
 

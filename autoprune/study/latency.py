@@ -16,6 +16,7 @@ direction, from a model that fitted its own points within 3 %); the refit follow
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from dataclasses import replace
 
@@ -23,7 +24,8 @@ import optuna
 from optuna.trial import TrialState
 
 from ..console import ProgressBar
-from ..runtime.latency_model import LatencyModel, build_latency_model, calibrate
+from ..runtime.latency_model import (LatencyModel, build_latency_model, calibrate,
+                                     prediction_errors)
 from ..runtime.measure import PairedLatency, paired_latency
 from ..store.records import StudyRecord, TrialRecord, record_study
 from ..targets.base import Target
@@ -119,7 +121,7 @@ def recalibrated(latency_model: LatencyModel, study: optuna.Study,
         config = record.config or {}
         if (record.latency_source == "paired" and record.speedup
                 and config.get("precision", "fp32") == "fp32" and "sparsity" in config):
-            points.append((config["sparsity"], 1.0 / record.speedup))
+            points.append((config["sparsity"], 1.0 / record.measured_speedup))
             if len(points) == recent:
                 break
     if not points:
@@ -128,3 +130,28 @@ def recalibrated(latency_model: LatencyModel, study: optuna.Study,
     calibrate(refitted, [(point["sparsity"], point["measured"])
                          for point in latency_model.calibration] + points[::-1])
     return refitted
+
+
+# The prediction's share of a trial's latency estimate (log scale). Inverse-variance weighting
+# of the two, with the median errors measured against the median of a copy's other readings on
+# three families (reading 2.5-3.6 %, prediction 4.5-5.3 %: reading-reproducibility), gives
+# about 0.3. 0 keeps the reading alone.
+PREDICTION_WEIGHT = 1 / 3
+TRUSTED_FIT_ERROR = 0.10  # a model missing its own points by more (median) bends no reading
+
+
+def prediction_weight(latency_model: LatencyModel, weight: float = PREDICTION_WEIGHT) -> float:
+    """`weight`, or 0 when `latency_model` does not fit its own calibration points (median
+    error above 10 %: a model or machine the table does not describe)."""
+    fit = prediction_errors((point["predicted"], point["measured"])
+                            for point in latency_model.calibration if not point.get("outlier"))
+    return weight if fit is None or fit["median_abs_error"] <= TRUSTED_FIT_ERROR else 0.0
+
+
+def estimated_speedup(measured: float, predicted: float | None, weight: float) -> float:
+    """A trial's speedup: the paired reading and the latency model's prediction, combined as
+    a weighted geometric mean (`weight` the prediction's share); the reading alone without a
+    prediction."""
+    if not predicted or weight <= 0:
+        return measured
+    return math.exp((1 - weight) * math.log(measured) + weight * math.log(predicted))

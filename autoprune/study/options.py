@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import InvalidInputError
 from ..runtime.language_model import LM_LATENCIES
+from .latency import PREDICTION_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class SearchOptions:
     latency_rounds: int = 7        # rounds of paired timing (pruned, unpruned) per trial ...
     latency_max_rounds: int = 15   # ... and up to this many while the speedup is uncertain
     calibration_points: int = 8    # pruned copies timed to calibrate the latency model
+    # a timed trial's speedup: its paired reading and the latency model's prediction combined,
+    # this the prediction's share (study/latency.estimated_speedup; 0: the reading alone)
+    latency_prediction_weight: float = PREDICTION_WEIGHT
     table_block_seconds: float = 0.002  # per timed block of one layer variant in the table
     # the front re-timed at the end, interleaved with the unpruned model: this many rounds,
     # each model 2.5 x latency_run_time in all (many short rounds: one burst of load moves the
@@ -63,6 +67,9 @@ class SearchOptions:
         if self.front_floor_share is not None and not 0 <= self.front_floor_share <= 1:
             raise InvalidInputError(f"SearchOptions.front_floor_share must lie in [0, 1], "
                                     f"got {self.front_floor_share!r}")
+        if not 0 <= self.latency_prediction_weight < 1:
+            raise InvalidInputError(f"SearchOptions.latency_prediction_weight must lie in [0, 1), "
+                                    f"got {self.latency_prediction_weight!r}")
         if self.promote_share is not None and not 0 <= self.promote_share < 1:
             raise InvalidInputError(f"SearchOptions.promote_share must lie in [0, 1), "
                                     f"got {self.promote_share!r}")

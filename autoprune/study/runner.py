@@ -577,6 +577,7 @@ def search(
             gradient_batches=_gradient_batches(train, device, options),
             latency_rounds=options.latency_rounds, block_seconds=options.block_seconds,
             latency_max_rounds=options.latency_max_rounds,
+            prediction_weight=options.latency_prediction_weight,
             early_stop_margin=early_stop_margin, save_dominated=keep_checkpoints == "all",
             calibration=(calibration_inputs(train, options.calibration_batches)
                          if "int8" in space.precisions else []))

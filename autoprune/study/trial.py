@@ -7,9 +7,11 @@ The latency model (runtime/latency_model.py), refitted on the study's latest tim
 prediction that already breaks a latency limit ends the trial there, with the excess
 recorded for the sampler. Until the trial is evaluated its latency is that prediction. Then
 a trial that could join the front is timed for real, paired with the unpruned model
-(measure.paired_latency): its speedup is the median per-round ratio, and its latency that
-speedup applied to the study's reference latency of the unpruned model. A trial already
-dominated by a timed one, even at 15 % below its prediction, keeps the prediction.
+(measure.paired_latency): the reading is the median per-round ratio; the trial's speedup is
+that reading combined with the prediction (latency.estimated_speedup: a third the
+prediction's, the steadier of the two on a shared machine), and its latency that speedup
+applied to the study's reference latency of the unpruned model. A trial already dominated by
+a timed one, even at 15 % below its prediction, keeps the prediction.
 
 Everything a trial learns is recorded on the Optuna trial, so a report, a resumed study or
 another worker sees the same facts: objectives, constraint excesses, measured figures and
@@ -44,7 +46,7 @@ from ..targets.base import Target
 from .config import suggest_config
 from .constraints import LATENCY, accuracy_excess, hard_excess
 from .early_stop import screening_hook
-from .latency import recalibrated
+from .latency import PREDICTION_WEIGHT, estimated_speedup, prediction_weight, recalibrated
 from .prepared import PreparedModel
 
 
@@ -69,6 +71,7 @@ class TrialContext:
     block_seconds: float = 0.02          # one timed block of one model (SearchOptions)
     early_stop_margin: float | None = None  # None: every trial fine-tunes to the end
     prediction_margin: float = 0.15  # how wrong the latency model may be (see _worth_timing)
+    prediction_weight: float = PREDICTION_WEIGHT  # the prediction's share of a timed latency
     save_dominated: bool = False     # keep_checkpoints="all": save trials never timed too
     calibration: list = field(default_factory=list)  # input batches calibrating int8
 
@@ -145,8 +148,10 @@ def run_trial(trial: optuna.Trial, ctx: TrialContext) -> tuple[float, float, flo
         _record_hard_limits(trial, ctx, figures)
         if not ctx.save_dominated:
             return objective_values(accuracy, figures)
-    else:
-        figures = _timed(trial, ctx, deployed, figures)
+    else:  # the latency model predicts fp32 only: an int8 model keeps its reading alone
+        figures = _timed(trial, ctx, deployed, figures,
+                         None if int8_graph is not None else predicted_ms,
+                         prediction_weight(latency_model, ctx.prediction_weight))
     _save(trial, ctx, pruned.model, pruned.history, config, figures, accuracy, int8_graph)
     return objective_values(accuracy, figures)
 
@@ -166,16 +171,19 @@ def _int8_memory(figures: Measurement) -> Measurement:
     return replace(figures, memory_mb=figures.memory_mb - 3 * figures.params / 2 ** 20)
 
 
-def _timed(trial: optuna.Trial, ctx: TrialContext, model, figures: Measurement) -> Measurement:
-    """Time `model` paired with the unpruned one; its figures with the measured latency."""
+def _timed(trial: optuna.Trial, ctx: TrialContext, model, figures: Measurement,
+           predicted_ms: float | None = None, weight: float = 0.0) -> Measurement:
+    """Time `model` paired with the unpruned one; its figures with the latency estimated from
+    that reading and `predicted_ms` (the prediction's share `weight`, see the docstring)."""
     start = time.perf_counter()
     paired = paired_latency(model, ctx.prepared.model, ctx.prepared.example_inputs,
                             ctx.target, ctx.latency_rounds, ctx.block_seconds,
                             ctx.latency_max_rounds)
     reference_ms = ctx.baseline.latency_ms
-    figures = replace(figures, latency_ms=reference_ms / paired.speedup,
-                      latency_spread_ms=reference_ms * paired.speedup_spread
-                      / paired.speedup ** 2)
+    speedup = estimated_speedup(paired.speedup, predicted_ms and reference_ms / predicted_ms,
+                                weight)
+    figures = replace(figures, latency_ms=reference_ms / speedup,
+                      latency_spread_ms=reference_ms * paired.speedup_spread / speedup ** 2)
     so_far = TrialRecord.of(trial).seconds.get("measure", 0)
     record_seconds(trial, "measure", so_far + time.perf_counter() - start)
     _record_figures(trial, ctx, figures, "paired", paired)
@@ -242,7 +250,11 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
     if known.latency_source == "paired":
         _record_hard_limits(trial, ctx, figures)
     else:
-        figures = _timed(trial, ctx, deployed, figures)
+        fp32 = int8_graph is None
+        figures = _timed(trial, ctx, deployed, figures,
+                         known.predicted_latency_ms if fp32 else None,
+                         prediction_weight(recalibrated(ctx.latency_model, trial.study),
+                                           ctx.prediction_weight) if fp32 else 0.0)
     _save(trial, ctx, model, history, config, figures, accuracy, int8_graph)
     return objective_values(accuracy, figures)
 
