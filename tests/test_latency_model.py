@@ -328,3 +328,23 @@ def test_the_refit_and_the_error_figures_use_the_reading_not_the_estimate(prepar
     reading = first.user_attrs["paired_latency"]["speedup"]
     # latency 10 ms at the 2x estimate: the reading's latency is 10 x 2 / reading
     assert timed_against_predicted([first]) == [(0, 9.0, pytest.approx(20.0 / reading))]
+
+
+def test_a_promotion_carrying_its_member_s_reading_is_counted_once():
+    import optuna
+    from optuna.trial import create_trial
+
+    from autoprune.store.records import timed_against_predicted
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+
+    def add(**facts):
+        study.add_trial(create_trial(values=[0.9, 10.0, 1.0], user_attrs={
+            "config": {"sparsity": {}, "precision": "fp32"}, "predicted_latency_ms": 9.0,
+            "measurement": {"latency_ms": 10.0}, "speedup": 2.0, **facts}))
+
+    add(latency_source="paired")                         # 0: timed
+    add(latency_source="predicted: dominated")           # 1: left at its prediction
+    add(latency_source="paired", continues=0)            # 2: carries trial 0's reading
+    add(latency_source="paired", continues=1)            # 3: its member untimed: timed itself
+    assert [n for n, _, _ in timed_against_predicted(study.get_trials())] == [0, 3]

@@ -90,15 +90,29 @@ _TRIAL_KEYS = {f.name for f in fields(TrialRecord)} - {"seconds"}
 
 def timed_against_predicted(trials: list[FrozenTrial]) -> list[tuple[int, float, float]]:
     """(trial number, predicted latency, latency read in the trial) of every completed trial
-    that was timed for real (a trial left untimed carries its prediction as its latency)."""
+    that was timed for real (a trial left untimed carries its prediction as its latency), each
+    reading once: a promotion of a timed member carries the member's reading and is left out."""
     pairs = []
     for trial in trials:
         record = TrialRecord.of(trial)
-        if (trial.state == optuna.trial.TrialState.COMPLETE and record.latency_source == "paired"
+        if (trial.state == optuna.trial.TrialState.COMPLETE and own_reading(record, trials)
                 and record.predicted_latency_ms is not None and record.latency_ms is not None
                 and (record.config or {}).get("precision") != "int8"):  # the model predicts fp32
             pairs.append((trial.number, record.predicted_latency_ms, record.measured_latency_ms))
     return pairs
+
+
+def own_reading(record: TrialRecord, trials: list[FrozenTrial]) -> bool:
+    """Whether the trial was timed paired itself: not left at its prediction, and not a
+    promotion carrying its timed member's reading (found among `trials`)."""
+    if record.latency_source != "paired":
+        return False
+    if record.continues is None:
+        return True
+    member = (trials[record.continues] if record.continues < len(trials)
+              and trials[record.continues].number == record.continues else
+              next((t for t in trials if t.number == record.continues), None))
+    return member is None or TrialRecord.of(member).latency_source != "paired"
 
 
 def record_trial(trial: optuna.Trial, **facts: Any) -> None:

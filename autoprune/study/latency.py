@@ -27,7 +27,7 @@ from ..console import ProgressBar
 from ..runtime.latency_model import (LatencyModel, build_latency_model, calibrate,
                                      prediction_errors)
 from ..runtime.measure import PairedLatency, paired_latency
-from ..store.records import StudyRecord, TrialRecord, record_study
+from ..store.records import StudyRecord, TrialRecord, own_reading, record_study
 from ..targets.base import Target
 from .config import config_from_params, suggest_config, uniform_params
 from .prepared import PreparedModel
@@ -116,10 +116,11 @@ def recalibrated(latency_model: LatencyModel, study: optuna.Study,
     completed fp32 trials timed paired (see the module docstring); the stored model as it is
     while no trial was timed. The tables are shared, not copied: a refit costs milliseconds."""
     points = []
-    for trial in reversed(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+    trials = study.get_trials(deepcopy=False)
+    for trial in reversed(trials):
         record = TrialRecord.of(trial)
         config = record.config or {}
-        if (record.latency_source == "paired" and record.speedup
+        if (trial.state == TrialState.COMPLETE and own_reading(record, trials) and record.speedup
                 and config.get("precision", "fp32") == "fp32" and "sparsity" in config):
             points.append((config["sparsity"], 1.0 / record.measured_speedup))
             if len(points) == recent:
