@@ -48,3 +48,21 @@ def test_a_new_target_registers_and_is_timed_through_its_own_runnable():
             register_target(Counting)
     finally:
         del TARGETS["counting-test"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_graph_keeps_the_model_and_inputs_it_replays_alive():
+    import gc
+
+    def runnable():  # the model and its input go out of scope here, as in the latency table
+        layer = torch.nn.Conv2d(64, 64, 3, padding=1).cuda().eval()
+        return get_target("cuda", "cuda").runnable(layer, torch.randn(32, 64, 32, 32, device="cuda"))
+
+    run = runnable()
+    gc.collect()
+    torch.cuda.empty_cache()  # what was freed goes back to the driver
+    filler = [torch.empty(2 ** 24, device="cuda") for _ in range(8)]  # and is reused
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()  # an illegal memory access surfaces here
+    del filler

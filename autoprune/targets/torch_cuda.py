@@ -56,7 +56,7 @@ class TorchCUDA(Target):
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph):
             eager()  # the outputs stay in the graph's memory pool
-        return graph.replay
+        return _GraphReplay(graph, eager)
 
     def activation_peak_bytes(self, model: nn.Module, inputs: Any) -> int:
         with torch.inference_mode():
@@ -66,3 +66,17 @@ class TorchCUDA(Target):
             run_model(model, inputs)
             self.synchronize()
             return max(0, torch.cuda.max_memory_allocated(self.device) - before)
+
+
+class _GraphReplay:
+    """A captured graph and what it reads. Replay reads the model's parameters and the example
+    inputs at the addresses they had when captured, so they must live as long as the graph:
+    `eager` holds both. (Holding the graph alone, a caller that builds a variant and its input
+    in a loop, like the latency model's table, freed them and the replay read freed memory:
+    "an illegal memory access", seen on an H100.)"""
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, eager: Runnable):
+        self.graph, self.eager = graph, eager
+
+    def __call__(self) -> None:
+        self.graph.replay()

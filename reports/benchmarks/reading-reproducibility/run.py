@@ -12,8 +12,8 @@ compares: a trial's reading against a later one), how often a reading lies withi
 its copy's median reading, and how often the latency model's prediction lies within 10 % of
 a single reading (what (b) scores) and of the copy's median reading.
 
-python reports/benchmarks/reading-reproducibility/run.py resnet18,mobilenetv3_small_100,deit_tiny_patch16_224
-(writes results.json in the current directory)
+python reports/benchmarks/reading-reproducibility/run.py resnet18,mobilenetv3_small_100,deit_tiny_patch16_224 [cuda]
+(writes results.json in the current directory; a second argument names another target)
 """
 import itertools
 import json
@@ -42,9 +42,10 @@ def within(a: float, b: float, tolerance: float = 0.10) -> bool:
     return abs(a - b) / b <= tolerance
 
 
-def main(names: list[str], configurations: int = 10, passes: int = 6) -> None:
+def main(names: list[str], target_name: str = "cpu", configurations: int = 10,
+         passes: int = 6) -> None:
     options = SearchOptions()
-    target = get_target("cpu", "cpu", threads=2)
+    target = get_target(target_name, "cuda" if target_name == "cuda" else "cpu", threads=2)
     timing = (options.latency_rounds, options.block_seconds, options.latency_max_rounds)
     results = {}
     for name in names:
@@ -53,7 +54,7 @@ def main(names: list[str], configurations: int = 10, passes: int = 6) -> None:
             extra = {"img_size": 32} if "deit" in name else {}
             model = timm.create_model(name, pretrained=False, num_classes=10, **extra).eval()
             prepared = PreparedModel.build(model, torch.randn(32, 3, 32, 32),
-                                           resolve_search_space(model, None))
+                                           resolve_search_space(model, None), device=target.device)
             latency_model = study_latency_model(
                 optuna.create_study(), prepared, target, options.calibration_points, *timing[:2],
                 seed=0, table_block_seconds=options.table_block_seconds, max_rounds=timing[2])
@@ -91,4 +92,4 @@ def main(names: list[str], configurations: int = 10, passes: int = 6) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1].split(","))
+    main(sys.argv[1].split(","), *sys.argv[2:3])
