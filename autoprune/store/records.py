@@ -104,15 +104,12 @@ def timed_against_predicted(trials: list[FrozenTrial]) -> list[tuple[int, float,
 
 def own_reading(record: TrialRecord, trials: list[FrozenTrial]) -> bool:
     """Whether the trial was timed paired itself: not left at its prediction, and not a
-    promotion carrying its timed member's reading (found among `trials`)."""
+    promotion carrying its timed member's reading (`trials`: the study's, trials[n] is trial n)."""
     if record.latency_source != "paired":
         return False
-    if record.continues is None:
+    if record.continues is None or record.continues >= len(trials):
         return True
-    member = (trials[record.continues] if record.continues < len(trials)
-              and trials[record.continues].number == record.continues else
-              next((t for t in trials if t.number == record.continues), None))
-    return member is None or TrialRecord.of(member).latency_source != "paired"
+    return TrialRecord.of(trials[record.continues]).latency_source != "paired"
 
 
 def record_trial(trial: optuna.Trial, **facts: Any) -> None:
