@@ -274,7 +274,7 @@ def _open(args, base_model=None):
     storage = _default_storage(args)
     try:
         return SearchResult.from_storage(args.study, storage, base_model=base_model,
-                                         cache_dir=Path(args.output_dir) / args.study / "trials")
+                                         output_dir=args.output_dir)
     except KeyError:
         raise InvalidInputError(f"study {args.study!r} not found in {redact_url(storage)}") from None
 
@@ -333,7 +333,11 @@ def report_command(args) -> int:
         study = optuna.load_study(study_name=args.study, storage=storage)
     except KeyError:
         raise InvalidInputError(f"study {args.study!r} not found in {redact_url(storage)}") from None
-    output = args.output or Path(args.output_dir) / args.study / "report.html"
+    from .store.folders import existing_study_folder
+    from .store.records import StudyRecord
+
+    output = args.output or existing_study_folder(
+        args.output_dir, args.study, StudyRecord.of(study).uid) / "report.html"
     print(write_report(study, output, storage))
     return 0
 

@@ -98,12 +98,15 @@ def verbosity(verbose: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Optuna's per-trial INFO lines off for one call; the caller's verbosity comes back."""
+def quiet_optuna(failures_too: bool = False) -> Iterator[None]:
+    """Optuna's per-trial INFO lines off for one call; with `failures_too` also its warning
+    and traceback per failed trial (autoprune logs the reason in one line); the caller's
+    verbosity comes back."""
     import optuna
 
     before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(max(before, optuna.logging.WARNING))
+    quietest = optuna.logging.ERROR if failures_too else optuna.logging.WARNING
+    optuna.logging.set_verbosity(max(before, quietest))
     try:
         yield
     finally:

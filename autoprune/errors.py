@@ -27,3 +27,7 @@ class ExportError(AutopruneError):
 
 class NoCandidateError(AutopruneError):
     """No front member meets the limits asked for."""
+
+
+class RepeatedFailureError(AutopruneError):
+    """A search stopped because its trials kept failing with the same error."""

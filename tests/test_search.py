@@ -115,7 +115,8 @@ def test_nan_loss_fails_that_trial_only(tiny_search):
     def sometimes_nan(logits, targets):
         calls["n"] += 1
         loss = F.cross_entropy(logits, targets)
-        return loss * float("nan") if calls["n"] == 2 else loss  # call 1 is the input check
+        # calls 1 and 2 are the pre-flight's: the validation batch, then a training batch
+        return loss * float("nan") if calls["n"] == 3 else loss
 
     result = tiny_search(loss=sometimes_nan)
     states = [t.state for t in result.study.trials]
@@ -135,8 +136,12 @@ from tiny_models import QUICK, TinyResNet, tiny_data
 failed_outputs = []  # weak references to the logits of the steps that ran out of memory
 alive_later = []  # whether each of them was still alive when a later trial trained
 
+training_calls = []
+
 def runs_out_of_memory_three_times(logits, targets):
     if logits.requires_grad:  # training, not the input check on the validation batch
+        training_calls.append(1)
+    if logits.requires_grad and len(training_calls) > 1:  # trials, not the pre-flight's
         alive_later.extend(ref() is not None for ref in failed_outputs)
         if len(failed_outputs) < 3:
             failed_outputs.append(weakref.ref(logits))  # it holds the trial's whole graph

@@ -6,6 +6,7 @@ sets it); SQLite tests always run.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,6 +135,34 @@ def test_four_workers_share_one_postgres_study(tmp_path):
             assert "surplus" in trial.user_attrs
         elif trial.state == TrialState.FAIL:
             assert trial.user_attrs.get("failure")
+
+
+def restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"), key=float)[-1]
+    subprocess.run(["pg_ctlcluster", version, "main", "restart"], check=True, timeout=120)
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_a_postgres_restart_under_two_workers_fails_at_most_the_trials_in_flight(tmp_path):
+    if not shutil.which("pg_ctlcluster"):
+        pytest.skip("pg_ctlcluster is not here to restart the server")
+    study = f"restart-{uuid.uuid4().hex[:8]}"
+    workers = [start_worker(POSTGRES, study, 4, tmp_path, FINETUNE_STEPS="60")
+               for _ in range(2)]
+    wait_for_trial_in_flight(POSTGRES, study, workers[0])
+    restart_postgres()
+    for worker in workers:
+        finish(worker, timeout=600)
+    trials = trials_of(POSTGRES, study)
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == 4
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert states.count(TrialState.FAIL) <= 2  # at most the two in flight
+    for trial in trials:
+        if trial.state == TrialState.FAIL:  # its reason, or its retry
+            assert (trial.user_attrs.get("failure")
+                    or any(t.system_attrs.get("failed_trial") == trial.number for t in trials))
 
 
 def run(tmp_path, model, **kwargs):

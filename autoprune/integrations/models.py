@@ -146,17 +146,46 @@ def save_named_checkpoint(model: nn.Module, name: str, num_classes: int, path: P
 def load_named_checkpoint(path: str | Path) -> nn.Module:
     """A timm or torchvision model rebuilt from a `.safetensors` file and its sidecar JSON."""
     path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"checkpoint file {path} does not exist")
     sidecar = _sidecar(path)
     if not sidecar.is_file():
         raise InvalidInputError(f"{path} has no sidecar {sidecar.name} naming its architecture; "
                                 "pass the model name with --model and this file with --weights")
-    info = json.loads(sidecar.read_text())
-    if "torchvision_model" in info:
-        model = create_torchvision_model(info["torchvision_model"], info["num_classes"])
-    else:
-        model = create_timm_model(info["timm_model"], info["num_classes"],
-                                  **info.get("timm_kwargs", {}))
+    info = _read_sidecar(sidecar)
+    try:
+        if "torchvision_model" in info:
+            model = create_torchvision_model(info["torchvision_model"], info["num_classes"])
+        else:
+            model = create_timm_model(info["timm_model"], info["num_classes"],
+                                      **info.get("timm_kwargs", {}))
+    except TypeError as err:  # timm's reply to an argument the architecture does not take
+        raise InvalidInputError(f"{sidecar}: timm cannot build {info['timm_model']!r} with "
+                                f"timm_kwargs {info.get('timm_kwargs')} ({err})") from None
     return load_weights(model, path)
+
+
+def _read_sidecar(sidecar: Path) -> dict:
+    """The sidecar's architecture entry, checked: a name, a class count, keyword arguments."""
+    try:
+        info = json.loads(sidecar.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InvalidInputError(f"{sidecar} is not valid JSON ({err})") from None
+    if not isinstance(info, dict) or not ({"timm_model", "torchvision_model"} & set(info)):
+        raise InvalidInputError(f"{sidecar} names no architecture: it needs \"timm_model\" or "
+                                "\"torchvision_model\" (and \"num_classes\"), as "
+                                "save_named_checkpoint writes")
+    name = info.get("timm_model", info.get("torchvision_model"))
+    if not isinstance(name, str):
+        raise InvalidInputError(f"{sidecar}: the model name must be a string, got {name!r}")
+    classes = info.get("num_classes")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise InvalidInputError(f"{sidecar}: \"num_classes\" must be a positive integer, "
+                                f"got {classes!r}")
+    if not isinstance(info.get("timm_kwargs", {}), dict):
+        raise InvalidInputError(f"{sidecar}: \"timm_kwargs\" must be an object of keyword "
+                                f"arguments, got {info['timm_kwargs']!r}")
+    return info
 
 
 def fit(model: nn.Module, train: Iterable, val: Iterable, epochs: int) -> float:

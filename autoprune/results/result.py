@@ -94,6 +94,7 @@ class SearchResult:
 
     def _refresh(self) -> None:
         record = StudyRecord.of(self.study)
+        self.uid = record.uid  # checked against every checkpoint this result loads
         self.baseline = record.baseline
         self.finetuned = record.finetuned or {}
         # the metric the study ranks by: its name, direction and whether it is a percentage
@@ -105,13 +106,16 @@ class SearchResult:
 
     @classmethod
     def from_storage(cls, study_name: str, storage: str, base_model: nn.Module | None = None,
-                     artifacts=None, cache_dir: str | Path | None = None) -> "SearchResult":
+                     artifacts=None, cache_dir: str | Path | None = None,
+                     output_dir: str | Path = "reports") -> "SearchResult":
         """Reopen a study (finished or still running) from its storage.
 
         Without `base_model`, a timm model is rebuilt from the architecture recorded in the
         study; any other model must be given to load or export trials. `artifacts` defaults to
-        the artifact directory the search used.
+        the artifact directory the search used; `cache_dir` (where checkpoints are fetched to)
+        to the `trials` folder of the study's folder in `output_dir`.
         """
+        from ..store.folders import existing_study_folder
         from ..integrations.models import rebuild_base_model
         from ..store.storage import open_artifact_store, storage_url
 
@@ -121,7 +125,8 @@ class SearchResult:
         if base_model is None:
             base_model = rebuild_base_model(settings.get("model_source"))
         store = open_artifact_store(artifacts or settings["artifacts"])
-        cache = Path(cache_dir) if cache_dir else Path("reports") / study_name / "trials"
+        cache = Path(cache_dir) if cache_dir else existing_study_folder(
+            output_dir, study_name, StudyRecord.of(study).uid) / "trials"
         return cls(study, base_model, store, cache, storage=storage_url(storage),
                    teacher=teacher)
 
@@ -180,10 +185,18 @@ class SearchResult:
         full fine-tune's when there is one (unless `brief`), else the search's."""
         full = None if brief else StudyRecord.of(self.study).finetuned or {}
         if full and str(trial) in full:
-            return local_finetuned(trial, full[str(trial)]["artifacts"], self.artifact_store,
-                                   self.cache_dir)
+            return local_finetuned(trial, full[str(trial)], self.artifact_store, self.cache_dir,
+                                   self.uid)
+        return local_checkpoint(self._trial(trial), self.artifact_store, self.cache_dir,
+                                self.uid)
+
+    def _trial(self, number: int) -> FrozenTrial:
+        """Trial `number` of the study, or a clear error (never a negative index)."""
         trials = self.study.get_trials(deepcopy=False)
-        return local_checkpoint(trials[trial], self.artifact_store, self.cache_dir)
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < len(trials):
+            raise InvalidInputError(f"study {self.study.study_name!r} has no trial {number!r}: "
+                                    f"its trials are numbered 0 to {len(trials) - 1}")
+        return trials[number]
 
     def load(self, trial: int | Candidate, brief: bool = False) -> nn.Module:
         """The pruned, fine-tuned model of `trial`, rebuilt from the base model, in eval mode:
@@ -275,13 +288,11 @@ class SearchResult:
         return student.eval()
 
     def _finished_trial(self, number: int) -> FrozenTrial:
-        trials = self.study.get_trials(deepcopy=False)
-        if not 0 <= number < len(trials):
-            raise InvalidInputError(f"study {self.study.study_name!r} has no trial {number}")
-        if not TrialRecord.of(trials[number]).checkpoint_artifacts:
+        trial = self._trial(number)
+        if not TrialRecord.of(trial).checkpoint_artifacts:
             raise InvalidInputError(f"trial {number} has no checkpoint to fine-tune (not "
                                     "finished, not fine-tuned, or it fell off the front)")
-        return trials[number]
+        return trial
 
     def report(self, path: str | Path | None = None) -> Path:
         """Write the HTML report of this study to `path` (default: next to the checkpoints)."""

@@ -12,6 +12,7 @@ direction.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -24,6 +25,8 @@ from ..errors import InvalidInputError, TrialFailure
 from .evaluate import evaluate, top1_accuracy
 from .finetune import Distillation, classification_loss
 from .model_io import run_model
+
+logger = logging.getLogger(__name__)
 
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 DIRECTIONS = (MAXIMIZE, MINIMIZE)
@@ -154,6 +157,38 @@ def scored(task: Task, model: nn.Module, device) -> float:
     return value
 
 
+def check_training_loss(task: Task, model: nn.Module, batch: Any, name: str) -> None:
+    """Run the training loss once, with its backward pass, on a copy of `model` in training
+    mode (its BatchNorm statistics change there, not in `model`, the teacher): a batch the
+    trials could not train on fails now, once, not in every trial."""
+    student = copy.deepcopy(model).train()
+    try:
+        loss = task.loss(student, model.eval(), batch, Distillation())
+    except torch.OutOfMemoryError:  # the unpruned student is the largest: pruned ones may fit
+        logger.warning("autoprune: training the unpruned model on the first batch ran out of "
+                       "memory; the search goes on, as pruned models need less")
+        return
+    except Exception as err:
+        raise InvalidInputError(f"{name} fails on the first training batch "
+                                f"({type(err).__name__}: {err})") from err
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.is_floating_point():
+        shown = (f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor)
+                 else f"a {type(loss).__name__}")
+        raise InvalidInputError(f"{name} must return a scalar float tensor (the "
+                                f"batch's loss), got {shown}")
+    if not loss.requires_grad:
+        raise InvalidInputError(f"{name} returned a loss without a gradient: compute "
+                                "it from the student's output")
+    if not math.isfinite(loss.item()):
+        raise InvalidInputError(f"{name} returned {loss.item()} on the first training batch "
+                                "(check the training data for NaN or infinite values)")
+    try:
+        loss.backward()
+    except Exception as err:
+        raise InvalidInputError(f"the backward pass of {name} fails on the first training "
+                                f"batch ({type(err).__name__}: {err})") from err
+
+
 def check_task(task: Task, model: nn.Module, batch: Any, device,
                names: dict[str, str]) -> float:
     """Run the task once on the unpruned model before any work: its score must be a finite
@@ -168,21 +203,5 @@ def check_task(task: Task, model: nn.Module, batch: Any, device,
     except Exception as err:
         raise InvalidInputError(f"{names['score']} fails on the unpruned model "
                                 f"({type(err).__name__}: {err})") from err
-    student = copy.deepcopy(model).train()
-    try:
-        loss = task.loss(student, model.eval(), batch, Distillation())
-    except Exception as err:
-        raise InvalidInputError(f"{names['loss']} fails on the first training batch "
-                                f"({type(err).__name__}: {err})") from err
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.is_floating_point():
-        shown = (f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor)
-                 else f"a {type(loss).__name__}")
-        raise InvalidInputError(f"{names['loss']} must return a scalar float tensor (the "
-                                f"batch's loss), got {shown}")
-    if not loss.requires_grad:
-        raise InvalidInputError(f"{names['loss']} returned a loss without a gradient: compute "
-                                "it from the student's output")
-    if not math.isfinite(loss.item()):
-        raise InvalidInputError(f"{names['loss']} returned {loss.item()} on the first "
-                                "training batch")
+    check_training_loss(task, model, batch, names["loss"])
     return value

@@ -55,7 +55,8 @@ def model_class_name(model: nn.Module) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, as hex: what checkpoints and the study record."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -90,7 +91,7 @@ def save_checkpoint(directory: str | Path, model: nn.Module, base_model: nn.Modu
         "example_inputs": input_spec(example_inputs),
         "pruning_history": history,
         "weights_file": WEIGHTS_FILE,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
         **(extra or {}),
     }
     atomic_write_text(directory / ARCHITECTURE_FILE, json.dumps(description, indent=1))
@@ -100,6 +101,9 @@ def save_checkpoint(directory: str | Path, model: nn.Module, base_model: nn.Modu
 def read_description(directory: str | Path) -> dict:
     """The parsed architecture JSON of a checkpoint, validated."""
     path = Path(directory) / ARCHITECTURE_FILE
+    if not Path(directory).exists():
+        raise CheckpointError(f"{directory} does not exist: give an autoprune checkpoint "
+                              "directory (one holding architecture.json and model.safetensors)")
     try:
         description = json.loads(path.read_text())
     except FileNotFoundError:
@@ -122,7 +126,7 @@ def load_checkpoint(directory: str | Path, base_model: nn.Module) -> nn.Module:
     weights = directory / description.get("weights_file", WEIGHTS_FILE)
     if not weights.is_file():
         raise CheckpointError(f"{weights}: weights file is missing")
-    if _sha256(weights) != description.get("weights_sha256"):
+    if file_sha256(weights) != description.get("weights_sha256"):
         raise CheckpointError(f"{weights}: contents do not match the SHA-256 recorded in "
                               f"{ARCHITECTURE_FILE}; the file is truncated or was changed")
     if description["base_model_class"] != model_class_name(base_model):

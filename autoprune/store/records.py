@@ -55,6 +55,7 @@ class TrialRecord:
     train_loss: float | None = None
     fp32_accuracy: float | None = None    # an int8 trial's metric before quantization
     checkpoint_artifacts: dict | None = None  # file name -> artifact id in the store
+    checkpoint_sha256: dict | None = None  # file name -> SHA-256 of what was uploaded
     failure: str | None = None            # why it failed
     surplus: str | None = None            # why it did not run (the study's total was reached)
     seconds: dict | None = None           # step -> seconds, for TRIAL_STEPS
@@ -140,6 +141,7 @@ def trial_facts(**facts: Any) -> dict[str, Any]:
 class StudyRecord:
     """What a study records once, for every worker and every later reader."""
 
+    uid: str | None = None               # unique per study, across storages (a UUID)
     identity: dict | None = None         # what must match for a process to join (see runner)
     baseline: dict | None = None         # the unpruned model: accuracy and measurement
     base_channels: dict | None = None    # output channels per Conv/Linear of the unpruned model

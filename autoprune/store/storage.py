@@ -13,7 +13,9 @@ reports, errors and study records show `storage_url()` / `redact_url()`, passwor
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -27,6 +29,8 @@ HEARTBEAT_SECONDS = 30
 MAX_RETRIES = 3  # how often a trial whose worker died is run again
 STORAGE_ENV = "AUTOPRUNE_STORAGE"  # the CLI's default storage URL: keeps passwords off command lines
 MASK = "***"
+
+logger = logging.getLogger(__name__)
 
 
 def _secrets(url: str) -> list[str]:
@@ -96,7 +100,7 @@ def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT
         raise InvalidInputError(f"unsupported storage {redact_url(storage)!r}: use sqlite:/// "
                                 "or postgresql://")
     if scheme.startswith("sqlite"):
-        Path(storage.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        _make_sqlite_folder(storage)
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since v2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -111,6 +115,17 @@ def open_storage(storage: str | BaseStorage, heartbeat_interval: int = HEARTBEAT
                                 f"{type(err).__name__}: {redact(str(err), storage)}") from None
 
 
+def _make_sqlite_folder(url: str) -> None:
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or path == ":memory:":
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file where a folder should be, no permission, a full disk
+        raise InvalidInputError(f"cannot create the folder of the SQLite database {path}: "
+                                f"{err.strerror or err}") from None
+
+
 def open_artifact_store(location) -> "optuna.artifacts._protocol.ArtifactStore":
     """A directory path becomes a `FileSystemArtifactStore`; a store object is used as is."""
     from optuna.artifacts import FileSystemArtifactStore
@@ -119,3 +134,39 @@ def open_artifact_store(location) -> "optuna.artifacts._protocol.ArtifactStore":
         Path(location).mkdir(parents=True, exist_ok=True)
         return FileSystemArtifactStore(str(location))
     return location
+
+
+class StorageOutage:
+    """Rides out a storage that stops answering for a while (a database server restarted,
+    a network blip): `survive(err)` sleeps and returns when `err` is a lost connection and
+    the outage is shorter than `patience` seconds, else raises it. Whatever was in flight
+    then is failed by Optuna's heartbeat check and run again (`RetryHeartbeatStaleTrialCallback`)."""
+
+    def __init__(self, patience: float = 300.0, pause: float = 2.0):
+        self.patience, self.pause, self.since = patience, pause, None
+
+    @staticmethod
+    def is_lost_connection(err: BaseException) -> bool:
+        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+        while err is not None:
+            if isinstance(err, (OperationalError, InterfaceError)) or (
+                    isinstance(err, DBAPIError) and err.connection_invalidated):
+                return True
+            err = err.__cause__ or err.__context__
+        return False
+
+    def survive(self, err: BaseException) -> None:
+        if not self.is_lost_connection(err):
+            raise err
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > self.patience:
+            raise err
+        logger.warning(f"autoprune: lost the connection to the storage ({type(err).__name__}); "
+                       f"trying again in {self.pause:g} s")
+        time.sleep(self.pause)
+
+    def answered(self) -> None:
+        """The storage answered again."""
+        self.since = None

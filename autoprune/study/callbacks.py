@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from ..console import ProgressBar
+from ..errors import RepeatedFailureError
 from ..results.pareto import FrontTracker
 from ..results.result import candidate_from_trial
 from ..runtime.task import cost, metric_of, show_metric
@@ -156,3 +158,26 @@ class Progress:
             else:
                 self.bar.advance_to(min(round(time.monotonic() - self.start),
                                         self.bar.total or 0))
+
+
+class StopOnRepeatedFailure:
+    """Ends a search whose trials keep failing the same way (training data the model cannot
+    take, a loss that is always NaN): `limit` trials of this process in a row failed with
+    the same reason (numbers aside) raise `RepeatedFailureError`. Every trial is already
+    recorded; a completed trial resets the count."""
+
+    def __init__(self, limit: int):
+        self.limit, self.reasons = limit, []
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            self.reasons = []
+        if trial.state != TrialState.FAIL:
+            return
+        reason = TrialRecord.of(trial).failure or "no reason recorded"
+        self.reasons.append(re.sub(r"\d+(\.\d+)?", "#", reason))
+        if self.limit and len(self.reasons) >= self.limit and len(set(self.reasons[-self.limit:])) == 1:
+            raise RepeatedFailureError(
+                f"the search stopped: its last {self.limit} trials all failed with the same "
+                f"error ({reason[:500]}); fix its cause and run the same command again to "
+                f"resume (study {study.study_name!r}: finished trials are kept)")

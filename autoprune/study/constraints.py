@@ -7,12 +7,15 @@ zero or less means satisfied, so Optuna's samplers steer away from infeasible re
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 from ..errors import InvalidInputError
 from ..runtime.measure import Measurement
 from ..runtime.task import MAXIMIZE, worsening
+
+logger = logging.getLogger(__name__)
 
 HARD_CONSTRAINTS = {
     "latency_ms": "median latency at the example batch size, milliseconds",
@@ -91,3 +94,25 @@ def accuracy_excess(baseline: float, accuracy: float | None, constraints: dict[s
     if constraints.get(ACCURACY_FLOOR):
         excess[ACCURACY_FLOOR] = constraints[ACCURACY_FLOOR] - reached
     return excess
+
+
+def check_reachable_latency(constraints: dict[str, float], baseline_ms: float,
+                            fastest: float, margin: float, exact: bool) -> None:
+    """Refuse a latency limit below what the space's fastest configuration is predicted to
+    reach (`fastest`: its speedup), with `margin` for the prediction's error: no trial could
+    meet it. `exact`: the prediction covers every lever (no int8, no depth), else a limit
+    that far below is only warned about."""
+    limit = constraints.get(LATENCY)
+    if limit is None:
+        return
+    floor_ms = baseline_ms / fastest
+    if limit >= floor_ms * (1 - margin):
+        return
+    message = (f"the latency limit {limit:g} ms is below what the fastest configuration of "
+               f"the search space is predicted to reach: {floor_ms:.3g} ms ({fastest:.2f}x "
+               f"the unpruned {baseline_ms:.3g} ms)")
+    if exact:
+        raise InvalidInputError(message + "; no trial could meet it: raise the limit, or widen "
+                                "the space's sparsity ranges (search_space=)")
+    logger.warning("autoprune: " + message + " in fp32 at full depth; only int8 or removed "
+                   "layers could meet it")

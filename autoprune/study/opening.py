@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 import warnings
 from datetime import datetime
 
@@ -65,6 +66,7 @@ def open_study(name: str, storage, sampler, metric_name: str = OBJECTIVE_NAMES[0
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                     directions=wanted)
         created = True
+        record_study(study, uid=uuid.uuid4().hex)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         created = False

@@ -30,6 +30,7 @@ class SearchOptions:
     target_trials: int = 15        # a time budget is split so that about this many trials fit
     max_finetune_epochs: int = 3   # the most a time budget gives one trial's fine-tuning
     gradient_batches: int = 2      # batches of gradients for the Taylor criterion
+    max_repeated_failures: int = 5  # trials in a row failing alike end the search (0: never)
     poll_seconds: float = 2.0      # how often a worker waiting for others' trials looks again
     # the default front floor (top-1 metric, no `min_accuracy` given): this share of the way
     # from chance to the unpruned model's accuracy (0: chance itself; None: no default floor)

@@ -32,19 +32,23 @@ from ..results.result import SearchResult
 from ..runtime.evaluate import top1_accuracy
 from ..runtime.quantize import calibration_inputs
 from ..runtime.language_model import causal_lm_task, is_causal_lm
-from ..runtime.task import (MAXIMIZE, Task, check_direction, check_task, classification_task,
-                            user_task)
+from ..runtime.task import (MAXIMIZE, Task, check_direction, check_task, check_training_loss,
+                            classification_task, user_task)
 from ..runtime.measure import Measurement, interleaved_against_reference
 from ..targets.base import Target, get_target
 from ..runtime.model_io import (any_batch, first_batch, logits_of, resolve_device, run_model,
                                to_device)
 from ..store.records import StudyRecord, record_study, record_trial
-from ..store.storage import open_artifact_store, open_storage, redact, storage_url
+from ..store.folders import check_study_name, study_folder
+from ..store.storage import (StorageOutage, open_artifact_store, open_storage, redact,
+                             storage_url)
 from .baseline import describe_data, measure_baseline
 from .budget import Budget, parse_budget
-from .callbacks import CheckpointRetention, Progress, ReleaseAfterFailure
+from .callbacks import (CheckpointRetention, Progress, ReleaseAfterFailure,
+                        StopOnRepeatedFailure)
 from .config import config_from_params, uniform_params
-from .constraints import ACCURACY_FLOOR, default_accuracy_floor, parse_constraints
+from .constraints import (ACCURACY_FLOOR, check_reachable_latency, default_accuracy_floor,
+                          parse_constraints)
 from .finetune_plan import choose_finetune_steps
 from .latency import settled_reference, study_latency_model
 from .opening import (check_same_search, default_study_name, enqueue_derived_starts,
@@ -55,6 +59,7 @@ from .promotion import Int8Twins, promote_front, waiting_promotions
 from .prepared import PreparedModel
 from .space import SearchSpace, resolve_search_space
 from .trial import TrialContext, run_trial
+from .warm_starts import fastest_speedup
 
 KEEP_CHECKPOINTS = ("front", "all")
 
@@ -189,9 +194,11 @@ def _prepare(model: nn.Module, train: Iterable, val: Iterable | None, space: Sea
     converted = prepare(model.to(device).eval())  # a converted copy for GPT-2 (conversions.py)
     if user is None:  # the built-in classifier: (inputs, targets) batches
         inputs, example_targets = first_batch(val, "val")
-        first_batch(train, "train")
+        training_batch = to_device(first_batch(train, "train"), device)
         _check_model_runs(converted, to_device(inputs, device),
                           to_device(example_targets, device), metric, loss_fn)
+        check_training_loss(task, converted, training_batch,
+                            "the training loss (the loss with distillation)")
     else:
         inputs = example_inputs if example_inputs is not None else _first_inputs(train, val)
         _check_inputs_run(converted, to_device(inputs, device))
@@ -209,15 +216,15 @@ def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, st
                   seed: int | None, task: Task, target: Target) -> _Session:
     """Open the study (or join it, when the search is the same) and its artifact store."""
     space = prepared.space
-    study_name = study_name or default_study_name(prepared.model)
-    run_dir = Path(output_dir) / study_name
-    storage = open_storage(storage or f"sqlite:///{run_dir / 'study.db'}")
+    study_name = study_name if study_name is not None else default_study_name(prepared.model)
+    storage = open_storage(storage or f"sqlite:///{Path(output_dir) / study_name / 'study.db'}")
     where = storage_url(storage)  # password masked: it is logged and reported
     sampler = sampler or optuna.samplers.TPESampler(
         multivariate=True, seed=seed, constant_liar=True,
         n_startup_trials=max(8, len(space.uniform_ratios) + len(space.warm_starts)
                              + space.derived_warm_starts + 5))
     study, created = open_study(study_name, storage, sampler, task.metric_name, task.direction)
+    run_dir = study_folder(output_dir, study_name, StudyRecord.of(study).uid, created, where)
     lm_timing = ({"lm_latency": target.lm_latency, "decode_tokens": target.decode_tokens}
                  if is_causal_lm(prepared.model) else None)
     check_same_search(study, search_identity(prepared, constraints, lm_timing), where)
@@ -302,29 +309,46 @@ def _run_trials(study: optuna.Study, objective: Callable, budget: Budget, callba
     promote_at = None
     if deadline is not None and promote_share:
         promote_at = deadline - promote_share * budget.seconds
+    outage = StorageOutage()
     while True:
-        now, typical = time.monotonic(), progress.typical_trial_seconds()
-        if twins is not None and deadline is not None:
-            twins.enqueue(study, progress.front.update(study))
-        waiting = waiting_promotions(study) if deadline is not None else 0
-        if promote_at is not None and now + typical > promote_at and not waiting:
-            # a round at a time, from the front the callbacks already track
-            waiting = len(promote_front(study, deadline - now, min_promoted_steps,
-                                        progress.front.update(study)))
-        if deadline is not None and now + (0.0 if waiting else typical) >= deadline:
-            return
-        if budget.trials is not None:
-            states = [t.state for t in study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
-            complete = states.count(TrialState.COMPLETE)
-            if complete >= budget.trials:
+        try:
+            if _run_one(study, objective, budget, callbacks, progress, deadline, promote_at,
+                        poll_seconds, min_promoted_steps, twins):
                 return
-            if len(states) >= budget.trials:
-                optuna.storages.fail_stale_trials(study)
-                time.sleep(poll_seconds)
-                continue
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks,
-                       gc_after_trial=False)
+            outage.answered()
+        except Exception as err:  # a lost database connection is waited out
+            outage.survive(err)
+
+
+def _run_one(study: optuna.Study, objective: Callable, budget: Budget, callbacks: list,
+             progress: Progress, deadline: float | None, promote_at: float | None,
+             poll_seconds: float, min_promoted_steps: int,
+             twins: Int8Twins | None) -> bool:
+    """One pass of `_run_trials`: promotions, twins, one trial or a wait; True when the
+    budget is spent."""
+    now, typical = time.monotonic(), progress.typical_trial_seconds()
+    if twins is not None and deadline is not None:
+        twins.enqueue(study, progress.front.update(study))
+    waiting = waiting_promotions(study) if deadline is not None else 0
+    if promote_at is not None and now + typical > promote_at and not waiting:
+        # a round at a time, from the front the callbacks already track
+        waiting = len(promote_front(study, deadline - now, min_promoted_steps,
+                                    progress.front.update(study)))
+    if deadline is not None and now + (0.0 if waiting else typical) >= deadline:
+        return True
+    if budget.trials is not None:
+        states = [t.state for t in study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
+        complete = states.count(TrialState.COMPLETE)
+        if complete >= budget.trials:
+            return True
+        if len(states) >= budget.trials:
+            optuna.storages.fail_stale_trials(study)
+            time.sleep(poll_seconds)
+            return False
+    study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks,
+                   gc_after_trial=False)
+    return False
 
 
 def _run(session: _Session, prepared: PreparedModel, context: TrialContext, budget: Budget,
@@ -334,7 +358,8 @@ def _run(session: _Session, prepared: PreparedModel, context: TrialContext, budg
     interrupted: list[int] = []
     front = FrontTracker()  # one incremental front for both callbacks
     progress = Progress(budget, context.baseline.latency_ms, started, front)
-    callbacks = [ReleaseAfterFailure(prepared.device), progress]
+    callbacks = [ReleaseAfterFailure(prepared.device), progress,
+                 StopOnRepeatedFailure(options.max_repeated_failures)]
     precisions = prepared.space.precisions
     twins = Int8Twins() if options.int8_twins and {"fp32", "int8"} <= set(precisions) else None
     if keep_checkpoints == "front":
@@ -508,11 +533,13 @@ def search(
     """
     started = time.monotonic()  # a time budget counts the whole call, set-up included
     # The caller's logging levels, Optuna verbosity and torch random state come back after.
-    with verbosity(verbose), quiet_optuna(), _random_state_restored():
+    with verbosity(verbose), quiet_optuna(failures_too=True), _random_state_restored():
         # 1. validate: every argument, before any work
         if early_stop_margin == "auto":
             early_stop_margin = 0.02 if evaluate is None and not is_causal_lm(model) else None
         _validate(model, finetune_steps, early_stop_margin, keep_checkpoints)
+        if study_name is not None:
+            check_study_name(study_name)
         parsed_budget = parse_budget(budget, trials)
         parsed_constraints = parse_constraints(constraints)
         device, options = resolve_device(device), options or SearchOptions()
@@ -558,6 +585,10 @@ def search(
             enqueue_derived_starts(session.study, prepared, latency_model,
                                    _room_for_derived_starts(space, parsed_budget, options))
         baseline = settled_reference(session.study, baseline, latency_model)
+        check_reachable_latency(parsed_constraints, baseline["latency_ms"],
+                                fastest_speedup(space, prepared.dimensions, latency_model),
+                                TrialContext.prediction_margin,
+                                exact=space.precisions == ("fp32",) and space.depth[1] == 0)
         trial_constraints = _with_accuracy_floor(parsed_constraints, prepared, baseline,
                                                  task.top1,
                                                  options.front_floor_share)
@@ -580,7 +611,8 @@ def search(
             prediction_weight=options.latency_prediction_weight,
             early_stop_margin=early_stop_margin, save_dominated=keep_checkpoints == "all",
             calibration=(calibration_inputs(train, options.calibration_batches)
-                         if "int8" in space.precisions else []))
+                         if "int8" in space.precisions else []),
+            study_uid=StudyRecord.of(session.study).uid)
         _run(session, prepared, context, parsed_budget, keep_checkpoints, write_report, started,
              options)
         # 7. finish: re-time the front, report

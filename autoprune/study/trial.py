@@ -74,6 +74,7 @@ class TrialContext:
     prediction_weight: float = PREDICTION_WEIGHT  # the prediction's share of a timed latency
     save_dominated: bool = False     # keep_checkpoints="all": save trials never timed too
     calibration: list = field(default_factory=list)  # input batches calibrating int8
+    study_uid: str | None = None     # recorded in checkpoints, checked when one is loaded
 
     def gradient_loss(self, model, batch):
         """The loss whose gradients rank channels (Taylor): the task's, without distillation
@@ -199,7 +200,9 @@ def _save(trial: optuna.Trial, ctx: TrialContext, model, history: list, config,
     with tempfile.TemporaryDirectory(prefix="autoprune-trial-") as staging:
         save_checkpoint(staging, model, ctx.prepared.model, history,
                         ctx.prepared.example_inputs,
-                        extra={"trial": trial.number, "config": config.to_dict(),
+                        extra={"trial": trial.number, "study": trial.study.study_name,
+                               "study_uid": ctx.study_uid,
+                               "config": config.to_dict(),
                                "measurement": figures.to_dict(), "accuracy": accuracy})
         if int8_graph is not None:
             (Path(staging) / INT8_GRAPH_FILE).write_bytes(int8_graph)
@@ -262,7 +265,7 @@ def _promoted_trial(trial: optuna.Trial, ctx: TrialContext,
 def _member_checkpoint(member: FrozenTrial, ctx: TrialContext) -> tuple[nn.Module, list]:
     """A finished trial's fine-tuned model and its pruning history, from the artifact store."""
     with tempfile.TemporaryDirectory(prefix="autoprune-member-") as cache:
-        directory = local_checkpoint(member, ctx.artifact_store, Path(cache))
+        directory = local_checkpoint(member, ctx.artifact_store, Path(cache), ctx.study_uid)
         model = load_checkpoint(directory, ctx.prepared.model).to(ctx.prepared.device)
         return model, read_description(directory)["pruning_history"]
 

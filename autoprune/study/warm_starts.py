@@ -50,6 +50,15 @@ def _lowest_level(speedup_at: Callable[[float], float], goal: float,
     return high
 
 
+def fastest_speedup(space: SearchSpace, dimensions: list[PruningDimension],
+                    latency_model: LatencyModel) -> float:
+    """The latency model's speedup of the space's fastest width configuration (every kind at
+    the top of its range; whole layers removed by depth come on top of it)."""
+    kinds = [kind for kind in space.sparsity if kind in set(searched_kinds(space, dimensions))]
+    params = reference_params(space, dimensions, _at_levels(space, kinds, 1.0, 1.0))
+    return 1.0 / latency_model.relative(config_from_params(params, dimensions, space).sparsity)
+
+
 def derived_warm_starts(space: SearchSpace, dimensions: list[PruningDimension],
                         latency_model: LatencyModel, count: int) -> list[tuple[float, dict]]:
     """`count` (predicted speedup, {kind: ratio}) starting points, private widths cut first
