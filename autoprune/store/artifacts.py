@@ -31,6 +31,18 @@ FILES = (WEIGHTS_FILE, ARCHITECTURE_FILE)
 logger = logging.getLogger(__name__)
 
 
+def _remove_quietly(store, artifact_id: str) -> None:
+    """Undo an upload while another error is on its way: a failure here is logged, and the
+    original error goes on."""
+    try:
+        store.remove(artifact_id)
+    except ArtifactNotFound:  # nothing was written: nothing to undo
+        pass
+    except Exception as err:  # the store is gone too: say what may be left behind
+        logger.warning(f"autoprune: could not remove the partial artifact {artifact_id} "
+                       f"({type(err).__name__}: {err}); it is not recorded on any trial")
+
+
 class _RemovedOnFailure:
     """An artifact store whose failed writes leave nothing behind: a write cut short (a full
     disk, a dropped connection) removes the partial artifact before the error goes on."""
@@ -42,10 +54,7 @@ class _RemovedOnFailure:
         try:
             self.store.write(artifact_id, content_body)
         except BaseException:
-            try:
-                self.store.remove(artifact_id)
-            except Exception:  # nothing was written, or the store is gone: nothing to undo
-                pass
+            _remove_quietly(self.store, artifact_id)
             raise
 
     def open_reader(self, artifact_id: str):
@@ -66,10 +75,7 @@ def _upload_all(study_or_trial, directory: Path, names: tuple[str, ...],
                 file_path=str(directory / name))
     except BaseException:
         for artifact_id in ids.values():
-            try:
-                store.remove(artifact_id)
-            except Exception:
-                pass
+            _remove_quietly(store, artifact_id)
         raise
     return ids
 
