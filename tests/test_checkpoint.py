@@ -99,3 +99,56 @@ def test_base_model_of_another_width_is_refused(saved):
 def test_missing_description_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="no architecture description"):
         load_checkpoint(tmp_path, TinyResNet())
+
+
+def test_a_module_that_checks_its_version_on_load_round_trips(tmp_path):
+    """torchvision's MNASNet reads its version from the state dict's `_metadata`, which a
+    state dict read back from safetensors has lost: the checkpoint and a user's weights file
+    both load it with the versions the modules expect, and a tied weight saved once loads."""
+    import torchvision
+    from safetensors.torch import save_model
+
+    from autoprune.integrations.models import load_weights
+
+    torch.manual_seed(0)
+    model = torchvision.models.mnasnet0_5(weights=None, num_classes=10).eval()
+    example = torch.randn(2, 3, 32, 32)
+    dims = plan_dimensions(model, example, None, ignored=ignored_modules(model, example, []))
+    cut = prune_copy(model, example, dims, {d.name: 0.3 for d in dims}, "l2")
+    pruned = cut.model.eval()
+    directory = save_checkpoint(tmp_path / "ckpt", pruned, model, cut.history, example)
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(directory, model)(example), pruned(example))
+
+    save_model(model, tmp_path / "user.safetensors")
+    fresh = torchvision.models.mnasnet0_5(weights=None, num_classes=10).eval()
+    load_weights(fresh, tmp_path / "user.safetensors")
+    plain = tmp_path / "plain.pt"
+    torch.save(dict(model.state_dict()), plain)  # a plain dict: no _metadata
+    other = load_weights(torchvision.models.mnasnet0_5(weights=None, num_classes=10).eval(), plain)
+    with torch.no_grad():
+        assert torch.equal(fresh(example), model(example))
+        assert torch.equal(other(example), model(example))
+
+
+def test_tied_weights_saved_once_load_and_a_missing_tensor_is_refused(tmp_path):
+    from safetensors.torch import save_model
+
+    from autoprune.store.checkpoint import load_weights_file
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(5, 4)
+            self.head = torch.nn.Linear(4, 5, bias=False)
+            self.head.weight = self.embed.weight
+
+    model = Tied()
+    save_model(model, tmp_path / "tied.safetensors")
+    fresh = Tied()
+    load_weights_file(fresh, tmp_path / "tied.safetensors")
+    assert torch.equal(fresh.head.weight, model.embed.weight)
+    save_file({"embed.weight": model.embed.weight.detach()}, tmp_path / "short.safetensors")
+    lone = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(RuntimeError, match="missing from the file"):
+        load_weights_file(lone, tmp_path / "short.safetensors")

@@ -119,3 +119,23 @@ class GroupedAfterConcat(nn.Module):
         x = torch.relu(self.stem(x))
         x = torch.cat([self.branch_a(x), self.branch_b(x)], dim=1)
         return self.head(torch.relu(self.depthwise(x)).mean(dim=(2, 3)))
+
+
+class SplitStage(nn.Module):
+    """CSPNet's cross stage in miniature: one convolution's output split into two fixed halves
+    (`split(16)`), one half through a residual block, both concatenated again."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv_exp = nn.Conv2d(16, 32, 1)
+        self.block = nn.Conv2d(16, 16, 3, padding=1)
+        self.transition = nn.Conv2d(32, 32, 1)
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        kept, through = self.conv_exp(x).split(16, dim=1)
+        through = through + torch.relu(self.block(through))
+        x = torch.relu(self.transition(torch.cat([kept, through], 1)))
+        return self.head(x.mean((2, 3)))

@@ -20,9 +20,10 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from ..errors import InvalidInputError
+from ..store.checkpoint import load_weights_file, with_module_versions
 from .bundled_data import bundled_loaders
 from .digits import DIGITS_CLASSES
 
@@ -110,12 +111,12 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise InvalidInputError(f"weights file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
-            load_model(model, path, strict=True)
+            load_weights_file(model, path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
-            model.load_state_dict(state, strict=True)
+            model.load_state_dict(with_module_versions(state, model), strict=True)
     except Exception as err:
         raise InvalidInputError(f"cannot load weights from {path} into "
                                 f"{type(model).__name__}: {err}") from err

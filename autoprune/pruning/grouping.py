@@ -16,6 +16,7 @@ than `max_dimensions`, inner dimensions are merged one level up (`layer1.0` -> `
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import warnings
 from collections import Counter
@@ -30,6 +31,11 @@ from ..errors import InvalidInputError
 from ..runtime.model_io import output_tensors, run_model
 from .attention import find_attention
 from .grouped_query import grouped_query_attention, output_projection, projection_layers
+
+try:
+    import resource
+except ImportError:  # not on Windows: nothing is capped there
+    resource = None
 
 PRUNABLE_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -89,6 +95,141 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
                                                      output_transform=output_tensors)
 
 
+# What Torch-Pruning was doing when it failed, in words a user can act on (its function names).
+_TRACE_STEPS = {
+    "update_reshape_index_mapping": "a reshape or view that moves channels into another "
+                                    "dimension (a channel shuffle, as in ShuffleNet)",
+    "update_concat_index_mapping": "a concatenation whose inputs' widths it cannot infer "
+                                   "(DPN's dual paths concatenate slices of one tensor)",
+    "update_split_index_mapping": "a split of the channels into parts",
+    "update_slice_index_mapping": "a slice of the channels",
+}
+RECURSION_WARNING = "Maximum recursive depth reached!"
+ANALYSIS_MEMORY = 3 << 30  # bytes the analysis may add to the process (CPU models)
+
+
+def _address_space() -> int | None:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def _memory_bounded(model: nn.Module):
+    """Cap the process's address space at its size now plus `ANALYSIS_MEMORY` (or four times
+    the model, if larger): Torch-Pruning's index mappings can grow without end (torchvision's
+    Swin-T reached 24 GB), and a MemoryError is a refusal where the kernel's OOM killer is a
+    lost workstation. Linux and CPU models only; elsewhere nothing is capped."""
+    current = _address_space()
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    allowance = max(ANALYSIS_MEMORY, 4 * size)
+    if current is None or not on_cpu or resource is None:
+        yield allowance
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = current + allowance
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft != resource.RLIM_INFINITY:
+        limit = min(limit, soft)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield allowance
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _failed_step(err: BaseException) -> str | None:
+    names = []
+    tb = err.__traceback__
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return next((_TRACE_STEPS[name] for name in reversed(names) if name in _TRACE_STEPS), None)
+
+
+_ADVICE = ("ignored_layers cannot help: Torch-Pruning traces the whole model before any "
+           "layer is left out. The README lists the models autoprune supports and those it "
+           "refuses.")
+
+
+@contextlib.contextmanager
+def _torch_pruning_refusals(model: nn.Module):
+    """Turn a failure inside Torch-Pruning's analysis into an `InvalidInputError` saying what
+    it was tracing, with its memory bounded (`_memory_bounded`)."""
+    model_name = type(model).__name__
+    allowance = ANALYSIS_MEMORY
+    try:
+        with _memory_bounded(model) as allowance:
+            yield
+    except InvalidInputError:
+        raise
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "can't allocate memory" not in str(err):
+            raise _not_traced(model_name, err) from err
+        raise InvalidInputError(
+            f"Torch-Pruning's dependency analysis of {model_name} needed more than "
+            f"{allowance / 2**30:.1f} GiB beyond what the process held and was stopped. "
+            f"{_ADVICE}") from None
+    except Exception as err:  # anything inside Torch-Pruning: say what it was tracing
+        raise _not_traced(model_name, err) from err
+
+
+def _not_traced(model_name: str, err: Exception) -> InvalidInputError:
+    step = _failed_step(err)
+    return InvalidInputError(
+        f"Torch-Pruning cannot trace {model_name}'s channel dependencies: it failed"
+        f"{f' at {step}' if step else ''} ({type(err).__name__}: {str(err)[:200]}). {_ADVICE}")
+
+
+def traced_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of `model`, or an `InvalidInputError` saying why it
+    cannot be had: an exception inside Torch-Pruning, or its shape inference running past
+    its recursion limit (the index mappings it then builds grow without bound)."""
+    with _torch_pruning_refusals(model), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        graph = build_graph(model, example_inputs)
+    loops = sum(str(w.message) == RECURSION_WARNING for w in caught)
+    if loops:
+        raise InvalidInputError(
+            f"Torch-Pruning cannot trace {type(model).__name__}'s channel dependencies: its "
+            f"shape inference ran past its recursion limit {loops} times (it does on "
+            "torchvision's shifted-window attention, Swin-T), and the groups it would build "
+            f"from there grow without bound. {_ADVICE}")
+    for w in caught:  # the others, shown as they would have been
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return graph
+
+
+def layers_feeding_channel_splits(graph: tp.DependencyGraph) -> list[nn.Module]:
+    """The Conv/Linear layers whose outputs reach a split of dimension 1 (the channels).
+
+    Torch-Pruning maps a removed channel to the wrong part of such a split (on timm's MixNet
+    it removed the first part's channel 0 from the second part's convolution), and a module
+    that splits by a size it stores (CSPNet's `split(expand_chs // 2)`, MixNet's
+    `MixedConv2d.splits`) would keep the old sizes. Keeping these layers' widths keeps every
+    group away from the split; the rest of the model is still searched."""
+    feeders: list[nn.Module] = []
+    for node in graph.module2node.values():
+        if node.type != tp.ops.OPTYPE.SPLIT or getattr(node.grad_fn, "_saved_dim", 1) != 1:
+            continue
+        stack, seen = list(node.inputs), set()
+        while stack:
+            upstream = stack.pop()
+            if id(upstream) in seen:
+                continue
+            seen.add(id(upstream))
+            if isinstance(upstream.module, PRUNABLE_TYPES):
+                if upstream.module not in feeders:
+                    feeders.append(upstream.module)
+            else:
+                stack.extend(upstream.inputs)
+    return feeders
+
+
 def _is_residual_group(group) -> bool:
     # Torch-Pruning represents additions as _ElementWiseOp nodes named after the autograd op.
     return any(isinstance(dep.target.module, tp.ops._ElementWiseOp)
@@ -119,10 +260,12 @@ def plan_dimensions(model: nn.Module, example_inputs: Any, stage_pattern: str | 
     """The search dimensions of `model`, in forward order; empty if nothing can be pruned."""
     names = {module: name for name, module in model.named_modules()}
     projections = {name for attention in find_attention(model) for name in attention.projections}
-    graph = graph or build_graph(model, example_inputs)
+    graph = graph or traced_graph(model, example_inputs)
+    with _torch_pruning_refusals(model):
+        groups = list(graph.get_all_groups(ignored_layers=(ignored or []) + projection_layers(model),
+                                           root_module_types=list(PRUNABLE_TYPES)))
     entries = []  # (stage, kind, roots, channels)
-    for group in graph.get_all_groups(ignored_layers=(ignored or []) + projection_layers(model),
-                                      root_module_types=list(PRUNABLE_TYPES)):
+    for group in groups:
         layers = [names[dep.target.module] for dep, _ in group
                   if isinstance(dep.target.module, PRUNABLE_TYPES)
                   and graph.is_out_channel_pruning_fn(dep.handler)]

@@ -21,14 +21,14 @@ from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from ..console import ProgressBar
 from ..errors import InvalidInputError
 from ..runtime.finetune import Distillation, make_optimizer, training_step
 from ..runtime.model_io import to_device
 from ..runtime.task import Task, cost, scored
-from ..store.checkpoint import atomic_write_text
+from ..store.checkpoint import atomic_write_text, load_weights_file
 from ..study.finetune_plan import epoch_steps
 
 PROGRESS_FILE = "progress.json"
@@ -102,7 +102,7 @@ def finetune_pick(student: nn.Module, teacher: nn.Module, train: Iterable, task:
         work_dir.mkdir(parents=True, exist_ok=True)
         save_model(student, str(work_dir / BEST_WEIGHTS))  # the brief weights, epoch 0
     else:
-        load_model(student, str(work_dir / LAST_WEIGHTS))
+        load_weights_file(student, work_dir / LAST_WEIGHTS)
         state = torch.load(work_dir / OPTIMIZER_STATE, map_location=device, weights_only=True)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -121,7 +121,7 @@ def finetune_pick(student: nn.Module, teacher: nn.Module, train: Iterable, task:
         atomic_write_text(work_dir / PROGRESS_FILE, json.dumps(progress, indent=1))
         if on_epoch is not None:
             on_epoch(epoch, score)
-    load_model(student, str(work_dir / BEST_WEIGHTS))
+    load_weights_file(student, work_dir / BEST_WEIGHTS)
     return progress
 
 

@@ -13,13 +13,14 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
 
 from ..errors import CheckpointError
 from ..pruning.prune import replay_history
@@ -71,6 +72,33 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def with_module_versions(state: dict, model: nn.Module) -> dict:
+    """`state` carrying `model`'s per-module versions (`_metadata`), as `state_dict()` returns
+    it. A state dict read back from safetensors, or saved as a plain dict, has lost them, and
+    some modules refuse to load without (torchvision's MNASNet checks its version)."""
+    if getattr(state, "_metadata", None) is not None:
+        return state
+    versioned = OrderedDict(state)
+    versioned._metadata = getattr(model.state_dict(), "_metadata", None)
+    return versioned
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors file into `model`, every name matched (strict), module versions kept.
+
+    Tied parameters are written once (`save_model` drops the duplicates), so a name the file
+    lacks is accepted when it shares its storage with one the file has.
+    """
+    state = load_file(str(path), device=str(next(model.parameters(), torch.empty(0)).device))
+    own = model.state_dict()
+    missing, unexpected = model.load_state_dict(with_module_versions(state, model), strict=False)
+    loaded = {own[name].data_ptr() for name in state if name in own}
+    missing = [name for name in missing if own[name].data_ptr() not in loaded]
+    if missing or unexpected:
+        raise RuntimeError(f"names missing from the file: {missing[:8]}; names the model does "
+                           f"not have: {list(unexpected)[:8]}")
 
 
 def save_checkpoint(directory: str | Path, model: nn.Module, base_model: nn.Module,
@@ -141,7 +169,7 @@ def load_checkpoint(directory: str | Path, base_model: nn.Module) -> nn.Module:
         raise CheckpointError(f"{directory}: the pruning history does not fit the base model "
                               f"given ({type(err).__name__}: {err})") from err
     try:
-        load_model(model, weights, strict=True)
+        load_weights_file(model, weights)
     except (SafetensorError, RuntimeError) as err:
         raise CheckpointError(f"{weights}: cannot load into the rebuilt architecture: {err}") from err
     return model.eval()

@@ -16,7 +16,8 @@ import torch.nn as nn
 from ..errors import SearchSpaceError
 from ..pruning.conversions import prepare
 from ..pruning.depth import block_stack, removal_order
-from ..pruning.grouping import PruningDimension, ignored_modules, plan_dimensions
+from ..pruning.grouping import (PruningDimension, ignored_modules, layers_feeding_channel_splits,
+                                plan_dimensions, traced_graph)
 from ..pruning.prune import PrunedModel, prune_copy
 from ..runtime.model_io import to_device
 from .space import SearchSpace
@@ -33,6 +34,7 @@ class PreparedModel:
     ignored_names: list[str]              # module names never pruned
     device: torch.device
     block_order: list[int] | None = None  # decoder layers, least influential first (depth.py)
+    split_kept: tuple[str, ...] = ()      # kept unpruned: they feed a channel split (grouping.py)
 
     @classmethod
     def build(cls, model: nn.Module, example_inputs: Any, space: SearchSpace,
@@ -45,10 +47,13 @@ class PreparedModel:
         model = prepare(model.to(device).eval())
         inputs = to_device(example_inputs, device)
         ignored = ignored_modules(model, inputs, [*space.ignored_layers, *ignored_layers])
+        graph = traced_graph(model, inputs)
+        split_kept = [m for m in layers_feeding_channel_splits(graph) if m not in ignored]
+        ignored += split_kept
         names = {module: name for name, module in model.named_modules()}
         ignored_names = [names[module] for module in ignored if module in names]
         dimensions = plan_dimensions(model, inputs, space.stage_pattern, space.max_dimensions,
-                                     ignored)
+                                     ignored, graph)
         block_order = None
         if space.depth[1] > 0:
             if block_stack(model) is None:
@@ -57,7 +62,8 @@ class PreparedModel:
                     f"but {type(model).__name__} has no layer stack autoprune can shorten "
                     "(HuggingFace decoders: Llama, Qwen2/3, Mistral, GPT-2); set it to [0, 0]")
             block_order = removal_order(model, inputs)
-        return cls(model, inputs, space, dimensions, ignored_names, device, block_order)
+        return cls(model, inputs, space, dimensions, ignored_names, device, block_order,
+                   tuple(names[module] for module in split_kept))
 
     def blocks_in_removal_order(self) -> list[str]:
         """Module names of the decoder layers a depth ratio removes, first to go first."""

@@ -238,6 +238,11 @@ def _open_or_join(prepared: PreparedModel, constraints: dict, budget: Budget, st
     logger.info(f"search space {space.family!r} ({space.source}): {len(prepared.dimensions)} "
                 f"sparsity dimensions, criteria {', '.join(space.criteria)}; budget "
                 f"{budget.describe()}")
+    if prepared.split_kept:
+        kept = prepared.split_kept
+        logger.info(f"kept unpruned: {len(kept)} layers whose outputs are split into parts "
+                    "along the channels, which Torch-Pruning cannot cut safely ("
+                    f"{', '.join(kept[:4])}{', ...' if len(kept) > 4 else ''})")
     return session
 
 
