@@ -110,3 +110,27 @@ def test_the_dependency_analysis_cannot_take_more_memory_than_its_allowance(monk
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     # and room enough after: a 1 GiB tensor allocates
     assert torch.empty(1 << 28).numel() == 1 << 28
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                    reason="the address-space cap uses Linux's RLIMIT_AS and /proc")
+def test_a_slowly_growing_analysis_is_stopped_when_its_time_is_up(monkeypatch):
+    """swin_v2_t grows by tens of MB a second: after ANALYSIS_SECONDS the cap closes on it."""
+    import resource
+    import time
+
+    import torch
+
+    from autoprune.pruning import grouping
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    monkeypatch.setattr(grouping, "ANALYSIS_SECONDS", 0.5)
+    started = time.monotonic()
+    with pytest.raises(InvalidInputError, match="or more than 0 s, and was stopped"):
+        with grouping._torch_pruning_refusals(torch.nn.Linear(2, 2)):
+            grown = []
+            while time.monotonic() - started < 20:  # about 100 MB a second, far below the cap
+                grown.append(bytearray(1 << 20))
+                time.sleep(0.01)
+    assert time.monotonic() - started < 5
+    assert resource.getrlimit(resource.RLIMIT_AS) == before

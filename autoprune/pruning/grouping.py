@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -105,7 +106,8 @@ _TRACE_STEPS = {
     "update_slice_index_mapping": "a slice of the channels",
 }
 RECURSION_WARNING = "Maximum recursive depth reached!"
-ANALYSIS_MEMORY = 3 << 30  # bytes the analysis may add to the process (CPU models)
+ANALYSIS_MEMORY = 1 << 30  # bytes the analysis may add to the process (CPU models) ...
+ANALYSIS_SECONDS = 30.0    # ... and how long it may take before the cap closes on it
 
 
 def _address_space() -> int | None:
@@ -119,9 +121,10 @@ def _address_space() -> int | None:
 @contextlib.contextmanager
 def _memory_bounded(model: nn.Module):
     """Cap the process's address space at its size now plus `ANALYSIS_MEMORY` (or four times
-    the model, if larger): Torch-Pruning's index mappings can grow without end (torchvision's
-    Swin-T reached 24 GB), and a MemoryError is a refusal where the kernel's OOM killer is a
-    lost workstation. Linux and CPU models only; elsewhere nothing is capped."""
+    the model, if larger), and after `ANALYSIS_SECONDS` at its size then: Torch-Pruning's
+    index mappings can grow without end (torchvision's Swin-T reached 24 GB), and a
+    MemoryError is a refusal where the kernel's OOM killer is a lost workstation. Linux and
+    CPU models only; elsewhere nothing is capped. Yields the allowance in bytes."""
     current = _address_space()
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
@@ -130,15 +133,25 @@ def _memory_bounded(model: nn.Module):
         yield allowance
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = current + allowance
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    if soft != resource.RLIM_INFINITY:
-        limit = min(limit, soft)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+    def capped(limit: int) -> int:
+        for bound in (soft, hard):
+            if bound != resource.RLIM_INFINITY:
+                limit = min(limit, bound)
+        return limit
+
+    def close_in() -> None:  # time is up: no more growth from here
+        resource.setrlimit(resource.RLIMIT_AS, (capped(_address_space() or current), hard))
+
+    resource.setrlimit(resource.RLIMIT_AS, (capped(current + allowance), hard))
+    timer = threading.Timer(ANALYSIS_SECONDS, close_in)
+    timer.daemon = True
+    timer.start()
     try:
         yield allowance
     finally:
+        timer.cancel()
+        timer.join()
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
@@ -172,7 +185,8 @@ def _torch_pruning_refusals(model: nn.Module):
             raise _not_traced(model_name, err) from err
         raise InvalidInputError(
             f"Torch-Pruning's dependency analysis of {model_name} needed more than "
-            f"{allowance / 2**30:.1f} GiB beyond what the process held and was stopped. "
+            f"{allowance / 2**30:.1f} GiB beyond what the process held, or more than "
+            f"{ANALYSIS_SECONDS:.0f} s, and was stopped. "
             f"{_ADVICE}") from None
     except Exception as err:  # anything inside Torch-Pruning: say what it was tracing
         raise _not_traced(model_name, err) from err
