@@ -68,6 +68,17 @@ def finish(worker: subprocess.Popen, timeout=300) -> None:
     assert worker.returncode == 0, stderr[-3000:]
 
 
+def finished_study(workers: list[subprocess.Popen], study: str, completed: int):
+    """The study's trials once every worker ended well: `completed` complete, none left running."""
+    for worker in workers:
+        finish(worker, timeout=600)
+    trials = trials_of(POSTGRES, study)
+    states = [t.state for t in trials]
+    assert states.count(TrialState.COMPLETE) == completed
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    return trials, states
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=needs_postgres)])
 def test_killed_worker_trial_is_rerun_with_same_parameters_and_total_is_exact(tmp_path, kind):
@@ -121,12 +132,7 @@ def test_four_workers_share_one_postgres_study(tmp_path):
     study = f"four-{uuid.uuid4().hex[:8]}"
     # no trial is cut short here: short trials, so the four share the study for less time
     workers = [start_worker(POSTGRES, study, 6, tmp_path, FINETUNE_STEPS="30") for _ in range(4)]
-    for worker in workers:
-        finish(worker, timeout=600)
-    trials = trials_of(POSTGRES, study)
-    states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) == 6
-    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    trials, _ = finished_study(workers, study, 6)
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # unique, none lost
     references = [t.user_attrs["reference"] for t in trials if "reference" in t.user_attrs]
     assert references == ["uniform 0.2", "uniform 0.4", "uniform 0.6"]  # enqueued once
@@ -152,12 +158,7 @@ def test_a_postgres_restart_under_two_workers_fails_at_most_the_trials_in_flight
                for _ in range(2)]
     wait_for_trial_in_flight(POSTGRES, study, workers[0])
     restart_postgres()
-    for worker in workers:
-        finish(worker, timeout=600)
-    trials = trials_of(POSTGRES, study)
-    states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) == 3
-    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    trials, states = finished_study(workers, study, 3)
     assert states.count(TrialState.FAIL) <= 2  # at most the two in flight
     for trial in trials:
         if trial.state == TrialState.FAIL:  # its reason, or its retry
